@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class GeowebConfig(AppConfig):
+    name = "geoweb"
+    verbose_name = "GeoWeb"

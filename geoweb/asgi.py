@@ -1,0 +1,27 @@
+"""ASGI entry point: HTTP through Django, websockets through Channels (origin-checked, authenticated)."""
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "geoweb.settings")
+# Django must be set up before anything imports models.
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from predictor.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+    }
+)
+
+from predictor.worker import with_embedded_worker  # noqa: E402
+
+# With settings.EMBEDDED_WORKER (the default without Redis), the first request in each server process starts that
+# process's inference worker thread; the setting is read then, not at import.
+application = with_embedded_worker(application)

@@ -1,0 +1,241 @@
+"""GeoWeb settings: one module, driven by environment variables with embedded defaults.
+
+Embedded defaults (nothing set): SQLite, in-memory channel layer, local-memory cache, the inference worker inside
+the web process, CPU unless a GPU is present. `DATABASE_URL` and `REDIS_URL` switch to PostgreSQL and Redis.
+"""
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+# Where the app keeps what it writes: uploads, game images, model bundles, the generated secret key.
+DATA_DIR = Path(os.environ.get("GEOWEB_DATA_DIR", BASE_DIR / "var")).resolve()
+
+
+def _secret_key() -> str:
+    key = os.environ.get("GEOWEB_SECRET_KEY")
+    if key:
+        return key
+    # Embedded default: a random key created once and kept beside the data, never a key in the source.
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("GEOWEB_DEBUG", False)
+ALLOWED_HOSTS = env_list("GEOWEB_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("GEOWEB_CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "geoweb",
+    "games",
+    "predictor",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "geoweb.urls"
+ASGI_APPLICATION = "geoweb.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "geoweb.context.map_settings",
+            ],
+        },
+    },
+]
+
+# Database: SQLite beside the data unless DATABASE_URL names another.
+DATABASES = {
+    "default": dj_database_url.config(
+        default=f"sqlite:///{DATA_DIR / 'geoweb.sqlite3'}",
+        conn_max_age=env_int("GEOWEB_DB_CONN_MAX_AGE", 0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Tests run the app in a forked server process too, so the test database must be a file, not memory; one per
+    # test process, so that concurrent test runs do not share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-geoweb-{os.getpid()}.sqlite3")}
+    DATABASES["default"]["OPTIONS"] = {"timeout": 20}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 200, "expiry": 30,
+                       "prefix": os.environ.get("GEOWEB_CHANNEL_PREFIX", "geoweb")},
+        }
+    }
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 200}}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "home"
+
+LANGUAGE_CODE = "en"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(os.environ.get("GEOWEB_STATIC_ROOT", BASE_DIR / "staticfiles"))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every request when it is missing
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Serve straight from the source folders when collectstatic has not run (development and tests).
+WHITENOISE_USE_FINDERS = True
+MEDIA_URL = "/media/"
+MEDIA_ROOT = DATA_DIR / "media"
+
+# Maps. The tile server is a setting; the app draws its own Natural Earth basemap under it, so maps stay usable
+# when no tile server can be reached.
+MAP_TILE_URL = os.environ.get("GEOWEB_TILE_URL", "https://tile.openstreetmap.org/{z}/{x}/{y}.png")
+MAP_TILE_ATTRIBUTION = os.environ.get(
+    "GEOWEB_TILE_ATTRIBUTION", '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
+)
+
+# Game.
+GAME_ROUNDS = env_int("GEOWEB_GAME_ROUNDS", 5)
+GAME_IMAGES_DIR = os.environ.get("GEOWEB_GAME_IMAGES", "")
+IM2GPS_ZIP_URL = os.environ.get("GEOWEB_IM2GPS_ZIP_URL", "http://graphics.cs.cmu.edu/projects/im2gps/gps_query_imgs.zip")
+GAME_OPPONENT_MODELS = env_list("GEOWEB_GAME_OPPONENTS", "")
+
+# Predictor.
+MODEL_DIR = Path(os.environ.get("GEOWEB_MODEL_DIR", DATA_DIR / "models"))
+ACTIVE_MODEL = os.environ.get("GEOWEB_MODEL", "")
+INFERENCE_DEVICE = os.environ.get("GEOWEB_DEVICE", "auto")
+ENGINE_MAX_BATCH = env_int("GEOWEB_ENGINE_MAX_BATCH", 32)
+ENGINE_MAX_WAIT_MS = env_int("GEOWEB_ENGINE_MAX_WAIT_MS", 10)
+EMBEDDED_WORKER = env_bool("GEOWEB_EMBEDDED_WORKER", not REDIS_URL)
+WORKER_HEARTBEAT_TIMEOUT_S = env_int("GEOWEB_WORKER_HEARTBEAT_TIMEOUT", 60)
+
+# Uploads.
+UPLOAD_MAX_BYTES = env_int("GEOWEB_UPLOAD_MAX_BYTES", 20 * 1024 * 1024)
+UPLOAD_MAX_PIXELS = env_int("GEOWEB_UPLOAD_MAX_PIXELS", 40_000_000)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+
+# Security defaults that hold in every mode; the production-only ones switch on with GEOWEB_PRODUCTION.
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if env_bool("GEOWEB_PRODUCTION", False):
+    SECURE_SSL_REDIRECT = env_bool("GEOWEB_SSL_REDIRECT", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("GEOWEB_HSTS_SECONDS", 31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+ADMIN_PATH = os.environ.get("GEOWEB_ADMIN_PATH", "admin/").strip("/") + "/"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("GEOWEB_LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}
+
+# --- Rate limits (geoweb/ratelimit.py): (events, window seconds) per client IP or per user ---
+RATE_LIMITS = {
+    "login": (env_int("GEOWEB_RATE_LOGIN", 20), 300),
+    "signup": (env_int("GEOWEB_RATE_SIGNUP", 10), 3600),
+    "upload": (env_int("GEOWEB_RATE_UPLOAD_IP", 30), 3600),
+    "websocket": (env_int("GEOWEB_RATE_WEBSOCKET", 120), 60),
+}
+RATE_LIMIT_TRUST_FORWARDED = env_bool("GEOWEB_TRUST_X_FORWARDED_FOR", False)
+
+# --- Scale-out and reliability (SCALE) ---------------------------------------------------------------------------
+# While the database cannot be reached, requests get a 503 page that asks the client to retry after this long.
+MIDDLEWARE.insert(MIDDLEWARE.index("whitenoise.middleware.WhiteNoiseMiddleware") + 1,
+                  "geoweb.outage.DatabaseUnavailableMiddleware")
+OUTAGE_RETRY_AFTER_S = env_int("GEOWEB_RETRY_AFTER", 10)
+HEALTHZ_TIMEOUT_S = float(os.environ.get("GEOWEB_HEALTHZ_TIMEOUT", "3"))
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    _db_options = DATABASES["default"].setdefault("OPTIONS", {})
+    # A dead or black-holed database must turn into a 503 within seconds, not hang a request for minutes.
+    _db_options.setdefault("connect_timeout", env_int("GEOWEB_DB_CONNECT_TIMEOUT", 5))
+    DB_POOL_MAX = env_int("GEOWEB_DB_POOL_MAX", 10)
+    if DB_POOL_MAX > 0 and DATABASES["default"].get("CONN_MAX_AGE", 0) == 0:
+        # Under ASGI each request runs its sync code in a thread of its own, each with its own connection: 500
+        # concurrent requests would ask PostgreSQL for 500 connections (its default limit is 100). A pool per
+        # process bounds that; a request beyond it waits up to the timeout for a free connection.
+        _db_options["pool"] = {"min_size": 1, "max_size": DB_POOL_MAX,
+                               "timeout": float(os.environ.get("GEOWEB_DB_POOL_TIMEOUT", "5"))}
+        # Pooled connections are checked before use, so one broken by a database restart is replaced, not used.
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+# --- Upload analysis (predictor/services.py, predictor/worker.py) ---
+# Kill switch: with uploads off, /analyze/ explains that analysis is paused and accepts nothing.
+UPLOADS_ENABLED = env_bool("GEOWEB_UPLOADS_ENABLED", True)
+UPLOAD_DAILY_QUOTA = env_int("GEOWEB_UPLOAD_DAILY_QUOTA", 50)  # analyses per user per 24 h; 0 = no limit
+WORKER_BATCH = env_int("GEOWEB_WORKER_BATCH", 32)  # analyses claimed at once
+WORKER_POLL_S = float(os.environ.get("GEOWEB_WORKER_POLL_S", "2"))
+WORKER_MAX_ATTEMPTS = env_int("GEOWEB_WORKER_MAX_ATTEMPTS", 3)  # re-queues after a dead worker before giving up

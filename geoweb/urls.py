@@ -1,0 +1,28 @@
+"""Top-level URL map: accounts, admin, the basemap, and each app's own routes."""
+from django.conf import settings
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from geoweb import accounts, health
+from geoweb.ratelimit import limit_by_ip
+from predictor import views as predictor_views
+
+urlpatterns = [
+    path(settings.ADMIN_PATH, admin.site.urls),
+    path("accounts/login/", limit_by_ip("login")(auth_views.LoginView.as_view()), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/signup/", accounts.signup, name="signup"),
+    path("healthz", health.healthz, name="healthz"),
+    path("basemap/countries.geojson", predictor_views.basemap, name="basemap"),
+    path("", include("predictor.urls")),
+    path("", include("games.urls")),
+]
+
+# A database outage noticed outside a view (e.g. while the session is saved) still gets the 503 page.
+handler500 = "geoweb.outage.server_error"
+
+if settings.DEBUG:
+    from django.conf.urls.static import static
+
+    urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

@@ -1,0 +1,203 @@
+/* Live analysis page: listens on the analysis websocket, draws each event as it arrives (scene, cells, heat map,
+   estimate, activation map), and reconnects after a drop; the server replays stored events, seen ones are skipped. */
+(function () {
+  "use strict";
+  var root = document.getElementById("analysis-root");
+  if (!root) { return; }
+  var STAGES = ["queued", "scene", "partitions", "heatmap", "estimate", "cam", "done"];
+  var LABELS = { queued: "Waiting for the model…", running: "The model is looking at the photo…",
+                 scene: "Scene recognised", partitions: "Cells ranked", heatmap: "Heat map drawn",
+                 estimate: "Estimate ready", cam: "Activation map ready", done: "Done" };
+  var seen = 0;
+  var finished = false;
+  var retries = 0;
+  var map = GeoWeb.createMap(document.getElementById("map"), { center: [20, 0], zoom: 1.5 });
+  var cellLayers = {};
+  var heatLayers = {};
+  var estimateLayer = L.layerGroup().addTo(map);
+  var layerName = "hierarchy";
+
+  function byId(id) { return document.getElementById(id); }
+  function text(node, value) { node.textContent = value; return node; }
+  function el(tag, value, cls) { var node = document.createElement(tag); if (value !== undefined) { node.textContent = value; } if (cls) { node.className = cls; } return node; }
+  function pct(p) { return (100 * p).toFixed(p < 0.001 ? 3 : 1) + " %"; }
+
+  function setStage(stage) {
+    var index = STAGES.indexOf(stage);
+    Array.prototype.forEach.call(byId("stages").children, function (item, i) {
+      item.classList.toggle("reached", index >= 0 && i <= index);
+      item.classList.toggle("current", i === index);
+    });
+    root.dataset.stage = stage;
+    text(byId("stage-text"), LABELS[stage] || stage);
+  }
+
+  function showError(message) {
+    var box = byId("analysis-error");
+    box.textContent = message;
+    box.hidden = false;
+    root.dataset.stage = "error";
+    text(byId("stage-text"), "The analysis stopped.");
+  }
+
+  function showUntrained(untrained, modelName) {
+    if (!untrained) { return; }
+    var banner = byId("untrained-banner");
+    banner.hidden = false;
+    if (modelName) { banner.querySelector(".model-name").textContent = modelName; }
+  }
+
+  var handlers = {
+    status: function (event) {
+      showUntrained(event.untrained, event.model_name);
+      if (event.status === "queued") { setStage("queued"); }
+      else if (event.status === "running" && !event.stage) { text(byId("stage-text"), LABELS.running); }
+      if (event.status === "failed" && event.error) { showError(event.error); }
+    },
+    scene: function (event) {
+      showUntrained(event.untrained, event.model_name);
+      var bars = byId("s3-bars");
+      bars.textContent = "";
+      Object.keys(event.s3).forEach(function (concept) {
+        var row = el("div", undefined, "bar-row" + (concept === event.concept ? " chosen" : ""));
+        row.appendChild(el("span", concept, "bar-label"));
+        var bar = el("div", undefined, "bar");
+        bar.style.width = Math.max(1, 100 * event.s3[concept]) + "%";
+        row.appendChild(bar);
+        row.appendChild(el("span", pct(event.s3[concept]), "bar-value"));
+        bars.appendChild(row);
+      });
+      var list = byId("places365");
+      list.textContent = "";
+      event.places365.forEach(function (item) { list.appendChild(el("li", item.label.replace(/_/g, " ") + " — " + pct(item.probability))); });
+      byId("scene").hidden = false;
+    },
+    partitions: function (event) {
+      var box = byId("partition-tables");
+      box.textContent = "";
+      Object.keys(event.partitionings).forEach(function (name) {
+        var table = el("table", undefined, "cells");
+        table.appendChild(el("caption", name));
+        event.partitionings[name].forEach(function (cell) {
+          var row = el("tr");
+          row.appendChild(el("td", cell.token));
+          row.appendChild(el("td", cell.lat.toFixed(2) + ", " + cell.lon.toFixed(2)));
+          row.appendChild(el("td", pct(cell.probability), "num"));
+          table.appendChild(row);
+        });
+        box.appendChild(table);
+      });
+      byId("partitions").hidden = false;
+    },
+    heatmap: function (event) {
+      Object.keys(cellLayers).forEach(function (name) { map.removeLayer(cellLayers[name]); });
+      Object.keys(heatLayers).forEach(function (name) { map.removeLayer(heatLayers[name]); });
+      cellLayers = {}; heatLayers = {};
+      var groups = {};
+      event.geojson.features.forEach(function (feature) {
+        var name = feature.properties.partitioning;
+        (groups[name] = groups[name] || []).push(feature);
+      });
+      Object.keys(groups).forEach(function (name) {
+        var features = groups[name];
+        var top = Math.max.apply(null, features.map(function (f) { return f.properties.probability; })) || 1;
+        cellLayers[name] = L.geoJSON({ type: "FeatureCollection", features: features }, {
+          style: function (feature) {
+            var share = feature.properties.probability / top;
+            return { className: "heat-cell", color: "#7a1010", weight: 0.6, fillColor: "hsl(" + (50 - 50 * share) + ",90%,50%)",
+                     fillOpacity: 0.2 + 0.55 * share };
+          },
+          onEachFeature: function (feature, layer) {
+            var p = feature.properties;
+            layer.bindPopup(name + " cell " + p.token + " (level " + p.level + ")<br>probability " + pct(p.probability));
+          }
+        });
+        if (L.heatLayer) {
+          heatLayers[name] = L.heatLayer(features.map(function (f) {
+            return [f.properties.lat, f.properties.lon, f.properties.probability / top];
+          }), { radius: 25, blur: 20, maxZoom: 6 });
+        }
+      });
+      showLayer();
+    },
+    estimate: function (event) {
+      estimateLayer.clearLayers();
+      var circle = L.circle([event.lat, event.lon], { radius: event.radius_km * 1000, color: "#1f6feb", weight: 2,
+                                                       fillOpacity: 0.08, className: "confidence-circle" }).addTo(estimateLayer);
+      L.marker([event.lat, event.lon], { icon: GeoWeb.shapeIcon("triangle", "#1f6feb", "Estimate"), title: "Estimate" })
+        .bindPopup("Estimate: " + event.label).addTo(estimateLayer);
+      var list = byId("candidates");
+      list.textContent = "";
+      event.candidates.forEach(function (candidate, i) {
+        L.marker([candidate.lat, candidate.lon], { icon: GeoWeb.shapeIcon("diamond", "#f0b400", "Candidate " + (i + 1)),
+                                                   title: "Candidate " + (i + 1) })
+          .bindPopup((i + 1) + ". " + candidate.label + " — " + pct(candidate.probability)).addTo(estimateLayer);
+        list.appendChild(el("li", candidate.label + " (" + candidate.lat.toFixed(2) + ", " + candidate.lon.toFixed(2) + ") — " + pct(candidate.probability)));
+      });
+      text(byId("estimate-label"), event.label);
+      text(byId("estimate-coords"), event.lat.toFixed(3) + ", " + event.lon.toFixed(3));
+      text(byId("estimate-confidence"), pct(event.confidence));
+      text(byId("estimate-radius"), Math.round(event.radius_km));
+      byId("estimate").hidden = false;
+      map.fitBounds(circle.getBounds(), { maxZoom: 6, padding: [20, 20] });
+    },
+    cam: function (event) {
+      var toggle = byId("cam-toggle");
+      if (!event.url) { text(byId("cam-message"), event.message || "No activation map."); return; }
+      var overlay = byId("cam");
+      overlay.src = event.url;
+      toggle.disabled = false;
+      toggle.checked = true;
+      overlay.hidden = false;
+    },
+    done: function () { finished = true; },
+    error: function (event) {
+      if (event.fatal === false) { return; }
+      finished = true;
+      showError(event.message);
+    }
+  };
+
+  function showLayer() {
+    Object.keys(cellLayers).forEach(function (name) { map.removeLayer(cellLayers[name]); });
+    Object.keys(heatLayers).forEach(function (name) { map.removeLayer(heatLayers[name]); });
+    var name = cellLayers[layerName] ? layerName : Object.keys(cellLayers)[0];
+    if (!name) { return; }
+    cellLayers[name].addTo(map);
+    if (heatLayers[name] && byId("heat-toggle").checked) { heatLayers[name].addTo(map); }
+  }
+
+  Array.prototype.forEach.call(document.querySelectorAll("#layer-toggles input[name=layer]"), function (input) {
+    input.addEventListener("change", function () { layerName = input.value; showLayer(); });
+  });
+  byId("heat-toggle").addEventListener("change", showLayer);
+  byId("cam-toggle").addEventListener("change", function (event) { byId("cam").hidden = !event.target.checked; });
+
+  function receive(message) {
+    var event;
+    try { event = JSON.parse(message.data); } catch (e) { return; }
+    if (event.seq) {
+      if (event.seq <= seen) { return; }
+      seen = event.seq;
+    }
+    var handler = handlers[event.type];
+    if (!handler) { return; }
+    handler(event);
+    if (STAGES.indexOf(event.type) >= 0) { setStage(event.type); }
+    if (event.type === "status" && event.stage && STAGES.indexOf(event.stage) >= 0) { setStage(event.stage); }
+  }
+
+  function connect() {
+    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    var socket = new WebSocket(scheme + window.location.host + root.dataset.socketPath);
+    socket.addEventListener("open", function () { retries = 0; });
+    socket.addEventListener("message", receive);
+    socket.addEventListener("close", function (event) {
+      if (event.code === 4401 || event.code === 4403 || finished) { return; }
+      retries += 1;
+      text(byId("stage-text"), "Connection lost, reconnecting…");
+      window.setTimeout(connect, Math.min(10000, 500 * Math.pow(2, retries)));
+    });
+  }
+  connect();
+})();

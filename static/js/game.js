@@ -1,0 +1,325 @@
+/* GeoWeb play page: shows one photo at a time, takes the player's pin, and reveals the truth and the model's guess
+   only after the server has stored the guess. All state lives on the server; a reload resumes where it was. */
+(function () {
+  "use strict";
+  var root = document.getElementById("game");
+  if (!root) { return; }
+  var urls = root.dataset;
+  var KM_PER_MILE = 1.609344;
+  var COLOURS = { you: "#1f6feb", truth: "#1a7f37", model: "#c62828" };
+  var units = localStorage.getItem("geoweb-units") === "mi" ? "mi" : "km";
+  var state = null, current = null, revealed = null, pin = null, overlays = [], countries = [];
+  var $ = function (id) { return document.getElementById(id); };
+
+  var map = GeoWeb.createMap($("map"), { center: [20, 0], zoom: 1.5, leaflet: { keyboard: false } });
+
+  function api(url, body) {
+    var options = { headers: { "Accept": "application/json" }, credentials: "same-origin" };
+    if (body !== undefined) {
+      options.method = "POST";
+      options.headers["Content-Type"] = "application/json";
+      options.headers["X-CSRFToken"] = urls.csrf;
+      options.body = JSON.stringify(body);
+    }
+    return fetch(url, options).then(function (response) {
+      return response.json().catch(function () { return {}; }).then(function (data) {
+        if (!response.ok) { throw new Error(data.error || ("The server answered " + response.status)); }
+        return data;
+      });
+    });
+  }
+
+  function showError(message) {
+    var box = $("game-error");
+    box.textContent = message;
+    box.hidden = !message;
+  }
+
+  function distance(km) {
+    if (km === null || km === undefined) { return "–"; }
+    var value = units === "mi" ? km / KM_PER_MILE : km;
+    var digits = value < 10 ? 2 : (value < 100 ? 1 : 0);
+    return value.toLocaleString("en", { maximumFractionDigits: digits, minimumFractionDigits: digits }) + " " + units;
+  }
+
+  function points(n) { return Number(n || 0).toLocaleString("en"); }
+
+  function escapeHtml(text) {
+    return String(text).replace(/[&<>"']/g, function (c) {
+      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
+    });
+  }
+
+  function safeUrl(url) { return /^https?:\/\//i.test(url || "") ? url : ""; }
+
+  function attributionHtml(round) {
+    var licence = safeUrl(round.licence_url)
+      ? '<a href="' + escapeHtml(round.licence_url) + '" rel="license noopener" target="_blank">' + escapeHtml(round.licence_name) + "</a>"
+      : escapeHtml(round.licence_name);
+    var author = escapeHtml(round.author || "unknown author");
+    var source = safeUrl(round.source_url) ? ' · <a href="' + escapeHtml(round.source_url) + '" target="_blank" rel="noopener">original photo</a>' : "";
+    return "Photo © " + author + " · " + licence + source;
+  }
+
+  function clearOverlays() {
+    overlays.forEach(function (layer) { map.removeLayer(layer); });
+    overlays = [];
+  }
+
+  function setPin(latlng) {
+    var wrapped = L.latLng(Math.max(-85, Math.min(85, latlng.lat)), ((latlng.lng + 540) % 360) - 180);
+    if (!pin) {
+      pin = L.marker(wrapped, { draggable: true, keyboard: false, zIndexOffset: 1000,
+                                icon: GeoWeb.shapeIcon("circle", COLOURS.you, "Your pin") }).addTo(map);
+    } else {
+      pin.setLatLng(wrapped);
+    }
+    $("guess").disabled = false;
+  }
+
+  function clearPin() {
+    if (pin) { map.removeLayer(pin); pin = null; }
+    $("guess").disabled = true;
+  }
+
+  function updateBar() {
+    var n = current ? current.index + 1 : state.rounds_total;
+    $("round-title").textContent = state.finished ? "Game over" : "Photo " + n + " of " + state.rounds_total;
+    $("running-score").textContent = "You " + points(state.score) + " · Model " + points(state.model_score);
+  }
+
+  function showRound(round) {
+    current = round;
+    revealed = null;
+    clearOverlays();
+    clearPin();
+    $("result").innerHTML = "";
+    $("next").hidden = true;
+    $("guess").hidden = false;
+    $("photo-error").hidden = true;
+    $("photo").src = round.photo_url;
+    $("attribution").innerHTML = attributionHtml(round);
+    map.setView([20, 0], 1.5);
+    updateBar();
+  }
+
+  function showReveal(round) {
+    current = round;
+    revealed = round;
+    clearOverlays();
+    if (!pin) { setPin(L.latLng(round.guess.lat, round.guess.lon)); }
+    pin.setLatLng([round.guess.lat, round.guess.lon]);
+    pin.dragging.disable();
+    $("guess").disabled = true;
+    $("guess").hidden = true;
+    if (!$("photo").getAttribute("src")) { $("photo").src = round.photo_url; }
+    $("attribution").innerHTML = attributionHtml(round);
+    var truth = L.latLng(round.truth.lat, round.truth.lon);
+    var model = L.latLng(round.model.lat, round.model.lon);
+    overlays.push(L.marker(truth, { keyboard: false, icon: GeoWeb.shapeIcon("square", COLOURS.truth, "True location") }).addTo(map));
+    overlays.push(L.marker(model, { keyboard: false, icon: GeoWeb.shapeIcon("triangle", COLOURS.model, "Model's guess") }).addTo(map));
+    overlays.push(new L.Geodesic([pin.getLatLng(), truth], { color: COLOURS.you, weight: 3, dashArray: "6 6" }).addTo(map));
+    overlays.push(new L.Geodesic([model, truth], { color: COLOURS.model, weight: 2 }).addTo(map));
+    map.fitBounds(L.latLngBounds([truth, model, pin.getLatLng()]), { padding: [40, 40], maxZoom: 8 });
+    renderResult();
+    var last = round.index + 1 >= state.rounds_total;
+    $("next").textContent = last ? "See the summary" : "Next photo";
+    $("next").hidden = false;
+    $("next").focus();
+    updateBar();
+  }
+
+  function renderResult() {
+    if (!revealed) { return; }
+    var r = revealed;
+    var youWin = r.distance_km <= r.model_distance_km;
+    $("result").innerHTML =
+      '<p class="line ' + (youWin ? "win" : "lose") + '" id="your-result">You: ' + distance(r.distance_km) + " · " + points(r.score) + " points</p>" +
+      '<p class="line ' + (youWin ? "lose" : "win") + '" id="model-result">Model: ' + distance(r.model_distance_km) + " · " + points(r.model_score) + " points</p>";
+  }
+
+  function guess() {
+    if (!pin || !current || revealed) { return; }
+    var at = pin.getLatLng();
+    $("guess").disabled = true;
+    api(urls.guessUrl, { round: current.index, lat: at.lat, lon: at.lng }).then(function (data) {
+      showError("");
+      state.score += data.round.score;
+      state.model_score += data.round.model_score;
+      state.finished = data.finished;
+      showReveal(data.round);
+    }).catch(function (error) {
+      showError(error.message);
+      $("guess").disabled = false;
+    });
+  }
+
+  function next() {
+    if (current && current.index + 1 >= state.rounds_total) { loadSummary(); return; }
+    api(urls.nextUrl, {}).then(function (data) { showError(""); showRound(data.round); })
+      .catch(function (error) { showError(error.message); });
+  }
+
+  function loadSummary() {
+    api(urls.summaryUrl).then(renderSummary).catch(function (error) { showError(error.message); });
+  }
+
+  function renderSummary(summary) {
+    state = summary;
+    current = null;
+    $("play-area").hidden = true;
+    $("summary").hidden = false;
+    updateBar();
+    var better = summary.better_than_model;
+    $("summary-totals").innerHTML = "Your score: <strong id=\"summary-score\">" + points(summary.score) + "</strong> of " +
+      points(summary.max_score) + " · Model: <strong>" + points(summary.model_score) + "</strong><br>" +
+      "Closer than the model in <strong id=\"summary-better\">" + better + " of " + summary.rounds_played + "</strong> rounds · " +
+      "Your mean error " + distance(summary.mean_error_km) + " · Model's mean error " + distance(summary.model_mean_error_km);
+    if (summary.challenger) {
+      $("summary-challenger").hidden = false;
+      $("summary-challenger").textContent = summary.challenger.name + " scored " + points(summary.challenger.score) +
+        " on these photos (the model " + points(summary.challenger.model_score) + ").";
+    }
+    var body = $("summary-table").querySelector("tbody");
+    body.innerHTML = "";
+    summary.rounds.forEach(function (r) {
+      var row = document.createElement("tr");
+      row.innerHTML = '<td class="num">' + (r.index + 1) + '</td><td class="num ' + (r.better_than_model ? "win" : "") + '">' + distance(r.distance_km) +
+        '</td><td class="num">' + points(r.score) + '</td><td class="num">' + distance(r.model_distance_km) +
+        '</td><td class="num">' + points(r.model_score) + '</td><td class="num">' +
+        (r.seconds_taken === null ? "–" : Math.round(r.seconds_taken) + " s") + "</td>";
+      body.appendChild(row);
+    });
+    var link = new URL(summary.challenge_url, window.location.href).href;
+    $("challenge-link").href = link;
+    $("challenge-link").textContent = link;
+    $("nickname").value = summary.nickname || (urls.anonymous === "1" ? "" : summary.player_name);
+    drawSummaryMap(summary);
+  }
+
+  function drawSummaryMap(summary) {
+    var element = $("summary-map");
+    if (element._drawn) { return; }
+    element._drawn = true;
+    var all = GeoWeb.createMap(element, { center: [20, 0], zoom: 1 });
+    var points_ = [];
+    summary.rounds.forEach(function (r) {
+      var truth = L.latLng(r.truth.lat, r.truth.lon), you = L.latLng(r.guess.lat, r.guess.lon),
+          model = L.latLng(r.model.lat, r.model.lon), label = "Round " + (r.index + 1);
+      L.marker(truth, { icon: GeoWeb.shapeIcon("square", COLOURS.truth, label + ": true location") }).bindTooltip(label).addTo(all);
+      L.marker(you, { icon: GeoWeb.shapeIcon("circle", COLOURS.you, label + ": your pin") }).addTo(all);
+      L.marker(model, { icon: GeoWeb.shapeIcon("triangle", COLOURS.model, label + ": model") }).addTo(all);
+      new L.Geodesic([you, truth], { color: COLOURS.you, weight: 2, dashArray: "6 6" }).addTo(all);
+      new L.Geodesic([model, truth], { color: COLOURS.model, weight: 2 }).addTo(all);
+      points_.push(truth, you, model);
+    });
+    if (points_.length) { all.fitBounds(L.latLngBounds(points_), { padding: [20, 20], maxZoom: 6 }); }
+  }
+
+  function saveNickname(event) {
+    event.preventDefault();
+    api(urls.nicknameUrl, { nickname: $("nickname").value }).then(function (data) {
+      $("nickname-status").textContent = "Saved as " + data.player_name + ".";
+    }).catch(function (error) { $("nickname-status").textContent = error.message; });
+  }
+
+  /* Country centroid: the area-weighted centroid of the country's largest polygon ring. */
+  function ringCentroid(ring) {
+    var area = 0, x = 0, y = 0;
+    for (var i = 0, j = ring.length - 1; i < ring.length; j = i++) {
+      var f = ring[j][0] * ring[i][1] - ring[i][0] * ring[j][1];
+      area += f; x += (ring[j][0] + ring[i][0]) * f; y += (ring[j][1] + ring[i][1]) * f;
+    }
+    if (!area) { return null; }
+    return { area: Math.abs(area / 2), lon: x / (3 * area), lat: y / (3 * area) };
+  }
+
+  function countryCentroid(feature) {
+    var g = feature.geometry, polygons = g.type === "Polygon" ? [g.coordinates] : (g.type === "MultiPolygon" ? g.coordinates : []);
+    var best = null;
+    polygons.forEach(function (polygon) {
+      var c = ringCentroid(polygon[0]);
+      if (c && (!best || c.area > best.area)) { best = c; }
+    });
+    return best;
+  }
+
+  function loadCountries() {
+    var script = document.getElementById("geomap-script");
+    fetch(script ? script.dataset.basemapUrl : "/basemap/countries.geojson").then(function (r) { return r.json(); })
+      .then(function (data) {
+        countries = data.features.filter(function (f) { return f.properties && f.properties.name; });
+        countries.sort(function (a, b) { return a.properties.name.localeCompare(b.properties.name); });
+        var list = $("country-list");
+        countries.forEach(function (f) {
+          var option = document.createElement("option");
+          option.value = f.properties.name;
+          list.appendChild(option);
+        });
+      }).catch(function () { $("country").disabled = true; });
+  }
+
+  function placeAtCountry() {
+    var name = $("country").value.trim().toLowerCase();
+    if (!name || revealed || !current) { return; }
+    var feature = countries.find(function (f) { return f.properties.name.toLowerCase() === name; });
+    if (!feature) { return; }
+    var c = countryCentroid(feature);
+    if (!c) { return; }
+    setPin(L.latLng(c.lat, c.lon));
+    map.setView(pin.getLatLng(), Math.max(map.getZoom(), 4));
+  }
+
+  function onMapKey(event) {
+    if (!current || revealed) { return; }
+    var step = 45 / Math.pow(2, map.getZoom());
+    var moves = { ArrowUp: [step, 0], ArrowDown: [-step, 0], ArrowLeft: [0, -step], ArrowRight: [0, step] };
+    if (moves[event.key]) {
+      event.preventDefault();
+      if (!pin) { setPin(map.getCenter()); }
+      var at = pin.getLatLng();
+      setPin(L.latLng(at.lat + moves[event.key][0], at.lng + moves[event.key][1]));
+      if (!map.getBounds().pad(-0.1).contains(pin.getLatLng())) { map.panTo(pin.getLatLng()); }
+    } else if (event.key === "Enter") {
+      event.preventDefault();
+      guess();
+    } else if (event.key === "+" || event.key === "=") {
+      map.zoomIn();
+    } else if (event.key === "-") {
+      map.zoomOut();
+    }
+  }
+
+  function applyUnits() {
+    $("units").textContent = units === "km" ? "Show miles" : "Show kilometres";
+    $("units").setAttribute("aria-pressed", units === "mi" ? "true" : "false");
+  }
+
+  $("units").addEventListener("click", function () {
+    units = units === "km" ? "mi" : "km";
+    localStorage.setItem("geoweb-units", units);
+    applyUnits();
+    renderResult();
+    if (state && state.finished && !$("summary").hidden) { $("summary-map")._drawn = true; renderSummary(state); }
+  });
+  map.on("click", function (event) { if (current && !revealed) { setPin(event.latlng); } });
+  $("map").addEventListener("keydown", onMapKey);
+  $("guess").addEventListener("click", guess);
+  $("next").addEventListener("click", next);
+  $("country").addEventListener("change", placeAtCountry);
+  $("country").addEventListener("keydown", function (event) {
+    if (event.key === "Enter") { event.preventDefault(); placeAtCountry(); }
+  });
+  $("nickname-form").addEventListener("submit", saveNickname);
+  $("photo").addEventListener("error", function () { if ($("photo").getAttribute("src")) { $("photo-error").hidden = false; } });
+  $("photo").addEventListener("load", function () { $("photo-error").hidden = true; });
+  applyUnits();
+  loadCountries();
+
+  api(urls.stateUrl).then(function (data) {
+    state = data;
+    if (data.finished) { loadSummary(); return; }
+    var shown = data.rounds[data.rounds.length - 1];
+    if (shown.guessed) { showReveal(shown); } else { showRound(shown); }
+  }).catch(function (error) { showError(error.message); });
+})();

@@ -1,0 +1,168 @@
+"""Shared fixtures: generated images, users, a live ASGI server and headless Chromium.
+
+Nothing here downloads anything: images are drawn by Pillow, models are built with random weights, the browser
+is Debian's Chromium at /usr/bin/chromium driven by Playwright.
+"""
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+CHROMIUM = os.environ.get("GEOWEB_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+
+def pytest_configure(config):
+    # No tile server in tests: the map draws the app's own basemap only.
+    os.environ.setdefault("GEOWEB_TILE_URL", "")
+    # Playwright's sync API keeps an event loop in the main thread; the ORM calls tests make there are safe.
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The read-only reference data beside the repository (../shared/data)."""
+    path = SHARED / "data"
+    if not path.is_dir():
+        pytest.skip("../shared/data is not present beside the repository")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_media(settings, tmp_path):
+    """Every test writes uploads, game images and bundles into its own folder."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.MODEL_DIR = tmp_path / "models"
+    yield
+
+
+def make_jpeg(width: int = 64, height: int = 48, colour=(200, 120, 40), **save_kwargs) -> bytes:
+    """A small JPEG of one colour with a stripe, so it is not degenerate."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (width, height), colour)
+    ImageDraw.Draw(image).rectangle([0, height // 3, width, height // 2], fill=(20, 60, 160))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90, **save_kwargs)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def jpeg_bytes() -> bytes:
+    return make_jpeg()
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user(username="alice", password="a-long-test-password-1")
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user(username="bob", password="a-long-test-password-2")
+
+
+# --- live server and browser -------------------------------------------------------------------------------------
+
+def _make_application():
+    # Module-level so that the forked server process can build the app itself.
+    from channels.routing import get_default_application
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+    return ASGIStaticFilesHandler(get_default_application())
+
+
+@pytest.fixture(scope="session")
+def live_app(django_db_setup, django_db_blocker, tmp_path_factory):
+    """The real ASGI app (HTTP + websockets + embedded worker) served by Daphne in a forked process.
+
+    The child inherits the test database settings; tests that use it need `transactional_db` so that what they
+    write is committed and visible to the server.
+    """
+    from daphne.testing import DaphneProcess
+    from django.conf import settings
+    from django.db import connections
+
+    media = tmp_path_factory.mktemp("live-media")
+    settings.MEDIA_ROOT = media
+    settings.MODEL_DIR = tmp_path_factory.mktemp("live-models")
+    process = DaphneProcess("127.0.0.1", _make_application)
+    with django_db_blocker.unblock():
+        connections.close_all()  # the child must not share the parent's database sockets
+        for connection in connections.all():
+            if getattr(connection, "pool", None) is not None:
+                connection.close_pool()  # nor a PostgreSQL pool, whose threads would not survive the fork
+        process.start()  # forked while unblocked: the server may use the test database
+    if not process.ready.wait(timeout=60):
+        process.terminate()
+        raise RuntimeError("the live Daphne server did not start")
+    url = f"http://127.0.0.1:{process.port.value}"
+    yield LiveApp(url=url, media_root=media, model_dir=settings.MODEL_DIR)
+    process.terminate()
+    process.join(timeout=10)
+
+
+class LiveApp:
+    def __init__(self, *, url: str, media_root: Path, model_dir: Path):
+        self.url = url
+        self.media_root = media_root
+        self.model_dir = model_dir
+
+
+@pytest.fixture
+def live_settings(live_app, settings):
+    """Point this test's settings at the live server's folders, so files written here are seen there."""
+    settings.MEDIA_ROOT = live_app.media_root
+    settings.MODEL_DIR = live_app.model_dir
+    return live_app
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.fail(f"Chromium is not installed at {CHROMIUM}: run `make chromium`")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    tab.set_default_timeout(15_000)
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.js_errors = errors
+    yield tab
+    context.close()
+
+
+def browser_login(page, base_url: str, username: str, password: str):
+    page.goto(f"{base_url}/accounts/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+
+
+multiprocessing.set_start_method("fork", force=True)
+
+
+# --- model bundles (helper MODEL) ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A tiny random-weight ISN bundle built once per session (untrained; tiny backbone, small partitionings)."""
+    from predictor.ml.bundle import make_tiny_bundle
+
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny-untrained")
