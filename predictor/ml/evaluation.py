@@ -1,0 +1,375 @@
+"""Evaluate geolocation results: read and write the paper's per-image results files, accuracy tables, plots.
+
+Results format (as published with the paper): header `img_id,gt_lat,predicted_lat,gt_long,predicted_long,
+great_circle_distance`, one row per image, then a blank line, a summary header and one summary row (accuracy
+fractions at 1/25/200/750/2500 km and the mean distance in km). Distances are recomputed, never trusted.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from predictor.ml.geodesy import ACCURACY_THRESHOLDS_KM, THRESHOLD_NAMES, great_circle_km
+from predictor.ml.prediction import S3_CONCEPTS
+
+RESULTS_HEADER = ["img_id", "gt_lat", "predicted_lat", "gt_long", "predicted_long", "great_circle_distance"]
+SUMMARY_HEADER = [f"{name} acc ({t:g}km)" for name, t in zip(THRESHOLD_NAMES, ACCURACY_THRESHOLDS_KM)] + [
+    "mean deviation (km)"]
+META_COLUMNS = ("IMG_ID", "LAT", "LON", "S3_Label")
+# The published files store distances to 2 decimals; recomputation agrees within 0.005 km, so more than this
+# means the file's coordinates and distances do not belong together.
+STORED_DISTANCE_TOLERANCE_KM = 0.01
+
+
+class ResultsFormatError(ValueError):
+    """A results or meta file that does not follow the expected format; the message names file and line."""
+
+
+@dataclass
+class ImagePredictions:
+    """Predicted and true coordinates of a set of test images (one row per image)."""
+
+    img_ids: list[str]
+    gt_lat: np.ndarray
+    gt_lon: np.ndarray
+    pred_lat: np.ndarray
+    pred_lon: np.ndarray
+    stored_km: np.ndarray | None = None  # the file's own distance column, if read from a file
+    stored_summary: list[float] | None = None  # the file's own summary row, if present
+
+    def __post_init__(self):
+        for name in ("gt_lat", "gt_lon", "pred_lat", "pred_lon"):
+            setattr(self, name, np.asarray(getattr(self, name), dtype=np.float64))
+        if not (len(self.img_ids) == len(self.gt_lat) == len(self.gt_lon) == len(self.pred_lat)
+                == len(self.pred_lon)):
+            raise ValueError("img_ids and coordinate arrays have different lengths")
+
+    def __len__(self) -> int:
+        return len(self.img_ids)
+
+    @property
+    def distances_km(self) -> np.ndarray:
+        return np.atleast_1d(great_circle_km(self.gt_lat, self.gt_lon, self.pred_lat, self.pred_lon))
+
+
+@dataclass
+class MetaRecord:
+    lat: float
+    lon: float
+    concept: str  # one of S3_CONCEPTS
+
+
+@dataclass
+class AccuracyRow:
+    """Accuracy at each threshold (fractions 0..1), mean and median error for one group of images."""
+
+    group: str
+    images: int
+    accuracy: dict[float, float]
+    mean_km: float
+    median_km: float
+
+    @classmethod
+    def of(cls, group: str, distances_km: np.ndarray) -> "AccuracyRow":
+        d = np.asarray(distances_km, dtype=np.float64)
+        if d.size == 0:
+            return cls(group, 0, {t: math.nan for t in ACCURACY_THRESHOLDS_KM}, math.nan, math.nan)
+        return cls(group=group, images=int(d.size),
+                   accuracy={t: float(np.mean(d <= t)) for t in ACCURACY_THRESHOLDS_KM},
+                   mean_km=float(d.mean()), median_km=float(np.median(d)))
+
+    def percentages(self) -> list[float]:
+        """Accuracies as percentages rounded to 1 decimal, the way papers print them."""
+        return [round(100 * self.accuracy[t], 1) for t in ACCURACY_THRESHOLDS_KM]
+
+
+@dataclass
+class EvaluationReport:
+    name: str
+    overall: AccuracyRow
+    by_concept: dict[str, AccuracyRow] = field(default_factory=dict)
+    stored_distance_mismatches: int = 0  # rows whose stored distance disagrees with the coordinates
+    stored_summary_matches: bool | None = None  # None when the file had no summary row
+    distances_km: np.ndarray = field(default=None, repr=False)
+    concepts: list[str] | None = field(default=None, repr=False)
+
+    def rows(self) -> list[AccuracyRow]:
+        return [self.overall, *self.by_concept.values()]
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "thresholds_km": list(ACCURACY_THRESHOLDS_KM),
+            "rows": [
+                {"group": row.group, "images": row.images,
+                 "accuracy": {f"{t:g}": row.accuracy[t] for t in ACCURACY_THRESHOLDS_KM},
+                 "accuracy_percent": dict(zip([f"{t:g}" for t in ACCURACY_THRESHOLDS_KM], row.percentages())),
+                 "mean_km": row.mean_km, "median_km": row.median_km}
+                for row in self.rows()
+            ],
+            "stored_distance_mismatches": self.stored_distance_mismatches,
+            "stored_summary_matches": self.stored_summary_matches,
+        }
+
+
+# --- reading and writing files ---------------------------------------------------------------------------------
+
+
+def read_results(path: str | Path) -> ImagePredictions:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ResultsFormatError(f"{path}: file not found") from None
+    except UnicodeDecodeError as error:
+        raise ResultsFormatError(f"{path}: not a UTF-8 text file ({error.reason})") from None
+    return parse_results(text, source=str(path))
+
+
+def parse_results(text: str, *, source: str = "<results>") -> ImagePredictions:
+    """Parse a results file; the summary part (blank line, header, one row) is optional."""
+    lines = text.splitlines()
+    if not lines or lines[0].strip().split(",") != RESULTS_HEADER:
+        got = lines[0][:120] if lines else "an empty file"
+        raise ResultsFormatError(f"{source}:1: expected the header {','.join(RESULTS_HEADER)}, got {got!r}")
+    ids, values, seen = [], [], {}
+    number = 1
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            break
+        row = next(csv.reader([line]))
+        if len(row) != len(RESULTS_HEADER):
+            raise ResultsFormatError(f"{source}:{number}: expected {len(RESULTS_HEADER)} columns, got {len(row)}")
+        img_id = row[0].strip()
+        if not img_id:
+            raise ResultsFormatError(f"{source}:{number}: empty img_id")
+        if img_id in seen:
+            raise ResultsFormatError(f"{source}:{number}: img_id {img_id!r} repeats line {seen[img_id]}")
+        seen[img_id] = number
+        try:
+            numbers = [float(v) for v in row[1:]]
+        except ValueError:
+            raise ResultsFormatError(f"{source}:{number}: non-numeric value in {line[:120]!r}") from None
+        gt_lat, pred_lat, gt_lon, pred_lon, _ = numbers
+        if not all(math.isfinite(v) for v in numbers):
+            raise ResultsFormatError(f"{source}:{number}: non-finite value in {line[:120]!r}")
+        if abs(gt_lat) > 90 or abs(pred_lat) > 90 or abs(gt_lon) > 180 or abs(pred_lon) > 180:
+            raise ResultsFormatError(f"{source}:{number}: coordinates out of range in {line[:120]!r}")
+        ids.append(img_id)
+        values.append(numbers)
+    else:
+        number += 1  # no blank line: the file ended after the rows
+    if not ids:
+        raise ResultsFormatError(f"{source}: no result rows after the header")
+    summary = _parse_summary(lines[number:], source=source, first_line=number + 1)
+    array = np.array(values, dtype=np.float64)
+    return ImagePredictions(img_ids=ids, gt_lat=array[:, 0], pred_lat=array[:, 1], gt_lon=array[:, 2],
+                            pred_lon=array[:, 3], stored_km=array[:, 4], stored_summary=summary)
+
+
+def _parse_summary(lines: list[str], *, source: str, first_line: int) -> list[float] | None:
+    lines = [(first_line + i, line) for i, line in enumerate(lines) if line.strip()]
+    if not lines:
+        return None
+    (header_no, header), rest = lines[0], lines[1:]
+    if header.strip().split(",") != SUMMARY_HEADER:
+        raise ResultsFormatError(
+            f"{source}:{header_no}: after the blank line expected the summary header {','.join(SUMMARY_HEADER)}, "
+            f"got {header[:120]!r}")
+    if len(rest) != 1:
+        raise ResultsFormatError(f"{source}:{header_no}: expected exactly one summary row, got {len(rest)}")
+    row_no, row = rest[0]
+    try:
+        summary = [float(v) for v in row.split(",")]
+    except ValueError:
+        raise ResultsFormatError(f"{source}:{row_no}: non-numeric summary row {row[:120]!r}") from None
+    if len(summary) != len(SUMMARY_HEADER):
+        raise ResultsFormatError(f"{source}:{row_no}: expected {len(SUMMARY_HEADER)} summary values")
+    return summary
+
+
+def format_results(predictions: ImagePredictions) -> str:
+    """The published results format, with distances recomputed and the summary row."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(RESULTS_HEADER)
+    distances = predictions.distances_km
+    for i, img_id in enumerate(predictions.img_ids):
+        writer.writerow([img_id, f"{predictions.gt_lat[i]:.6f}", f"{predictions.pred_lat[i]:.6f}",
+                         f"{predictions.gt_lon[i]:.6f}", f"{predictions.pred_lon[i]:.6f}", f"{distances[i]:.2f}"])
+    out.write("\n")
+    writer.writerow(SUMMARY_HEADER)
+    row = AccuracyRow.of("all", distances)
+    writer.writerow([round(row.accuracy[t], 6) for t in ACCURACY_THRESHOLDS_KM] + [round(row.mean_km, 2)])
+    return out.getvalue()
+
+
+def read_meta(path: str | Path) -> dict[str, MetaRecord]:
+    """The paper's test-set meta CSV (IMG_ID, LAT, LON, S3_Label, ...) keyed by IMG_ID."""
+    path = Path(path)
+    try:
+        handle = path.open(newline="", encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ResultsFormatError(f"{path}: file not found") from None
+    with handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in META_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ResultsFormatError(f"{path}:1: meta file lacks the columns {', '.join(missing)}")
+        records = {}
+        for number, row in enumerate(reader, start=2):
+            try:
+                label = int(row["S3_Label"])
+                records[row["IMG_ID"]] = MetaRecord(lat=float(row["LAT"]), lon=float(row["LON"]),
+                                                    concept=S3_CONCEPTS[label])
+            except (ValueError, IndexError, TypeError):
+                raise ResultsFormatError(f"{path}:{number}: bad LAT/LON/S3_Label in row {row}") from None
+    if not records:
+        raise ResultsFormatError(f"{path}: no rows")
+    return records
+
+
+# --- evaluation ------------------------------------------------------------------------------------------------
+
+
+def evaluate(predictions: ImagePredictions, *, name: str,
+             meta: dict[str, MetaRecord] | None = None) -> EvaluationReport:
+    """Accuracy table over all images and, with meta, per S3 concept (joined by image id)."""
+    distances = predictions.distances_km
+    report = EvaluationReport(name=name, overall=AccuracyRow.of("all", distances), distances_km=distances)
+    if predictions.stored_km is not None:
+        report.stored_distance_mismatches = int(np.sum(
+            np.abs(predictions.stored_km - distances) > STORED_DISTANCE_TOLERANCE_KM))
+    if predictions.stored_summary is not None:
+        ours = [round(report.overall.accuracy[t], 6) for t in ACCURACY_THRESHOLDS_KM]
+        report.stored_summary_matches = bool(
+            np.allclose(ours, predictions.stored_summary[:-1], atol=1.5e-6)
+            and abs(report.overall.mean_km - predictions.stored_summary[-1]) <= 0.01)
+    if meta is not None:
+        missing = [i for i in predictions.img_ids if i not in meta]
+        if missing:
+            raise ResultsFormatError(
+                f"{len(missing)} of {len(predictions)} images are not in the meta file, e.g. {missing[:3]}")
+        concepts = [meta[i].concept for i in predictions.img_ids]
+        report.concepts = concepts
+        labels = np.array(concepts)
+        report.by_concept = {c: AccuracyRow.of(c, distances[labels == c]) for c in S3_CONCEPTS}
+    return report
+
+
+def format_table(report: EvaluationReport) -> str:
+    """A plain-text table: one line per group with accuracies in percent, mean and median km."""
+    head = ["group", "images", *[f"{t:g} km" for t in ACCURACY_THRESHOLDS_KM], "mean km", "median km"]
+    lines = [f"{report.name}", "  ".join(f"{h:>9}" for h in head)]
+    for row in report.rows():
+        cells = [row.group, str(row.images), *[f"{p:.1f}" for p in row.percentages()],
+                 f"{row.mean_km:.1f}", f"{row.median_km:.1f}"]
+        lines.append("  ".join(f"{c:>9}" for c in cells))
+    if report.stored_distance_mismatches:
+        lines.append(f"warning: {report.stored_distance_mismatches} stored distances disagree with the coordinates "
+                     f"by more than {STORED_DISTANCE_TOLERANCE_KM} km (recomputed values used)")
+    if report.stored_summary_matches is False:
+        lines.append("warning: the file's own summary row differs from the recomputed accuracies")
+    return "\n".join(lines)
+
+
+def write_report(report: EvaluationReport, out_dir: str | Path) -> dict[str, Path]:
+    """Write <name>_accuracy.csv, <name>_accuracy.json and <name>_accuracy.png into out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in report.name) or "evaluation"
+    paths = {"csv": out_dir / f"{stem}_accuracy.csv", "json": out_dir / f"{stem}_accuracy.json",
+             "png": out_dir / f"{stem}_accuracy.png"}
+    with paths["csv"].open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["group", "images", *[f"acc_{t:g}km" for t in ACCURACY_THRESHOLDS_KM], "mean_km",
+                         "median_km"])
+        for row in report.rows():
+            writer.writerow([row.group, row.images, *[f"{row.accuracy[t]:.6f}" for t in ACCURACY_THRESHOLDS_KM],
+                             f"{row.mean_km:.2f}", f"{row.median_km:.2f}"])
+    paths["json"].write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    plot_accuracy_curves(_curves_of(report), paths["png"], title=report.name)
+    return paths
+
+
+def _curves_of(report: EvaluationReport) -> dict[str, np.ndarray]:
+    curves = {f"all ({report.overall.images})": report.distances_km}
+    if report.concepts is not None:
+        labels = np.array(report.concepts)
+        for concept, row in report.by_concept.items():
+            if row.images:
+                curves[f"{concept} ({row.images})"] = report.distances_km[labels == concept]
+    return curves
+
+
+def plot_accuracy_curves(curves: dict[str, np.ndarray], path: str | Path, *, title: str = "") -> Path:
+    """Share of images within d km, for d from 0.1 km to half the Earth's circumference, one line per curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.logspace(-1, math.log10(20038), 400)
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=110)
+    try:
+        for label, distances in curves.items():
+            d = np.sort(np.asarray(distances, dtype=np.float64))
+            axes.plot(grid, 100 * np.searchsorted(d, grid, side="right") / max(len(d), 1), label=label)
+        for t, name in zip(ACCURACY_THRESHOLDS_KM, THRESHOLD_NAMES):
+            axes.axvline(t, color="0.8", linewidth=0.8, zorder=0)
+            axes.text(t, 101, f"{name}\n{t:g} km", ha="center", va="bottom", fontsize=7, color="0.4")
+        axes.set_xscale("log")
+        axes.set_xlim(grid[0], grid[-1])
+        axes.set_ylim(0, 100)
+        axes.set_xlabel("great-circle distance to the true location (km)")
+        axes.set_ylabel("images within distance (%)")
+        if title:
+            axes.set_title(title, pad=24)
+        axes.legend(loc="upper left", fontsize=8)
+        axes.grid(True, which="major", axis="y", color="0.9")
+        figure.tight_layout()
+        figure.savefig(path)
+    finally:
+        plt.close(figure)
+    return Path(path)
+
+
+# --- running a model over a folder of test images ---------------------------------------------------------------
+
+
+def predict_image_folder(engine, *, image_dir: str | Path, meta: dict[str, MetaRecord],
+                         batch_size: int = 32, progress=None) -> tuple[ImagePredictions, dict[str, str]]:
+    """Run `engine.predict_many` over the meta file's images (files named by IMG_ID) found in image_dir.
+
+    Returns the predictions of the images that were predicted, and {img_id: reason} for the ones that were
+    skipped (file missing, unreadable, model error), so one broken image never stops the run.
+    """
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"{image_dir}: not a folder")
+    skipped = {i: "file not found" for i in meta if not (image_dir / i).is_file()}
+    wanted = [i for i in meta if i not in skipped]
+    ids, coords = [], []
+    for start in range(0, len(wanted), batch_size):
+        batch = wanted[start:start + batch_size]
+        # The engine decodes files itself (in its worker threads), and returns an Exception for a bad one.
+        for img_id, result in zip(batch, engine.predict_many([image_dir / i for i in batch])):
+            if isinstance(result, Exception):
+                skipped[img_id] = f"prediction failed: {result}"
+            else:
+                ids.append(img_id)
+                coords.append((result.lat, result.lon))
+        if progress is not None:
+            progress(start + len(batch), len(wanted))
+    if not ids:
+        raise ResultsFormatError(f"no image of the meta file could be predicted from {image_dir}")
+    array = np.array(coords, dtype=np.float64)
+    predictions = ImagePredictions(img_ids=ids, gt_lat=[meta[i].lat for i in ids], gt_lon=[meta[i].lon for i in ids],
+                                   pred_lat=array[:, 0], pred_lon=array[:, 1])
+    return predictions, skipped
