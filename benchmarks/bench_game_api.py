@@ -1,0 +1,306 @@
+"""Throughput and latency of the play-mode JSON API against a plain Django hello-world on the same server.
+
+Starts Daphne on the embedded defaults (SQLite, in-memory channel layer) with a throwaway data directory holding
+generated game images imported through `manage.py import_im2gps`, then drives it over loopback with a bounded
+asyncio load generator (N concurrent keep-alive clients, each an anonymous player with its own cookies):
+
+  hello   GET  /bench/hello/                  plain Django view, same middleware: the baseline
+  start   POST /api/games/                    a new 5-round game (seeded draw, 6 rows written)
+  guess   POST /api/games/<key>/guess/        store and score a guess, return the reveal
+  reveal  GET  /api/games/<key>/              the game state with the guessed rounds revealed
+
+Each endpoint runs in its own timed phase. Before the guess phase every round of the started games is marked as
+shown, so consecutive guesses need no `next` call in between (this isolates the cost of the guess itself).
+
+    .venv/bin/python benchmarks/bench_game_api.py --clients 50 --seconds 15
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+# --- a minimal HTTP/1.1 keep-alive client (no dependency; cheap enough not to starve a 2-core server) ----------
+
+class HttpClient:
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.cookies: dict[str, str] = {}
+        self.reader = self.writer = None
+
+    async def _connect(self):
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+        payload = json.dumps(body).encode() if body is not None else b""
+        headers = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}", "Connection: keep-alive",
+                   "Accept: application/json"]
+        if self.cookies:
+            headers.append("Cookie: " + "; ".join(f"{k}={v}" for k, v in self.cookies.items()))
+        if method == "POST":
+            headers += ["Content-Type: application/json", f"Content-Length: {len(payload)}",
+                        f"X-CSRFToken: {self.cookies.get('csrftoken', '')}"]
+        data = ("\r\n".join(headers) + "\r\n\r\n").encode() + payload
+        for attempt in (0, 1):
+            try:
+                if self.writer is None:
+                    await self._connect()
+                self.writer.write(data)
+                await self.writer.drain()
+                return await self._response()
+            except (ConnectionError, asyncio.IncompleteReadError):
+                self.writer = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _response(self) -> tuple[int, bytes]:
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        length, chunked, close = None, False, False
+        for line in lines[1:]:
+            if ":" not in line:
+                continue
+            name, value = line.split(":", 1)
+            name, value = name.strip().lower(), value.strip()
+            if name == "content-length":
+                length = int(value)
+            elif name == "transfer-encoding" and "chunked" in value.lower():
+                chunked = True
+            elif name == "connection" and value.lower() == "close":
+                close = True
+            elif name == "set-cookie":
+                key, _, rest = value.partition("=")
+                self.cookies[key.strip()] = rest.split(";", 1)[0]
+        if chunked:
+            body = b""
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                body += await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+        else:
+            body = await self.reader.readexactly(length or 0)
+        if close:
+            self.writer.close()
+            self.writer = None
+        return status, body
+
+    async def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+# --- the run --------------------------------------------------------------------------------------------------
+
+class Phase:
+    def __init__(self, name: str):
+        self.name, self.latencies, self.errors, self.elapsed = name, [], 0, 0.0
+
+    def row(self) -> str:
+        n = len(self.latencies)
+        if not n:
+            return f"{self.name:<7} no requests"
+        ordered = sorted(self.latencies)
+        p50 = ordered[n // 2] * 1000
+        p99 = ordered[min(n - 1, int(n * 0.99))] * 1000
+        return (f"{self.name:<7} {n / self.elapsed:>9.1f} req/s  p50 {p50:>7.1f} ms  p99 {p99:>7.1f} ms  "
+                f"({n} requests, {self.errors} errors)")
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+
+
+async def run_phase(name, clients, seconds, make_request) -> Phase:
+    """Every client sends `make_request(i)` back to back until the time is up or it runs out of work."""
+    phase = Phase(name)
+    deadline = time.perf_counter() + seconds
+
+    async def worker(i):
+        while time.perf_counter() < deadline:
+            request = make_request(i)
+            if request is None:
+                return
+            method, path, body = request
+            t0 = time.perf_counter()
+            status, content = await clients[i].request(method, path, body)
+            phase.latencies.append(time.perf_counter() - t0)
+            if status >= 400:
+                phase.errors += 1
+                if phase.errors == 1:
+                    print(f"  first error in {name}: {status} {content[:200]!r}", file=sys.stderr)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(len(clients))))
+    phase.elapsed = time.perf_counter() - start
+    return phase
+
+
+def prepare_data(data_dir: Path, images: int, env: dict) -> None:
+    """Migrate a fresh database and import generated photos with a model's guesses through import_im2gps."""
+    from PIL import Image, ImageDraw
+
+    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    source = data_dir / "import"
+    (source / "images").mkdir(parents=True)
+    meta = ["IMG_ID,AUTHOR,LAT,LON,S3_Label,S16_Label,S365_Label,Prob_indoor,Prob_natural,Prob_urban"]
+    scene = ["img_id,gt_lat,predicted_lat,gt_long,predicted_long,great_circle_distance,url,available,author,"
+             "license_id,license_name,license_url"]
+    predictions = ["img_id,gt_lat,predicted_lat,gt_long,predicted_long,great_circle_distance"]
+    for i in range(images):
+        img_id = f"{100000 + i}_{i:08x}_{i % 97}_{i}@N00.jpg"
+        lat, lon = -60 + (i * 37) % 120, -180 + (i * 71) % 360
+        image = Image.new("RGB", (640, 480), ((i * 40) % 255, 120, 200))
+        ImageDraw.Draw(image).ellipse([100, 100, 300 + i % 200, 300], fill=(30, 30, 30))
+        image.save(source / "images" / img_id, quality=85)
+        meta.append(f"{img_id},bench,{lat},{lon},1,1,1,0.2,0.5,0.3")
+        scene.append(f"{img_id},{lat},{lat + 1},{lon},{lon + 1},150.0,,1,author{i},4,CC-BY 2.0,"
+                     "https://creativecommons.org/licenses/by/2.0/")
+        predictions.append(f"{img_id},{lat},{lat + 1},{lon},{lon + 1},150.0")
+    for name, lines in (("meta.csv", meta), ("scene.csv", scene), ("predictions.csv", predictions)):
+        (source / name).write_text("\n".join(lines) + "\n")
+    subprocess.run([PYTHON, "manage.py", "import_im2gps", "--meta", str(source / "meta.csv"), "--images",
+                    str(source / "images"), "--attribution", str(source / "scene.csv"), "--predictions",
+                    str(source / "predictions.csv")], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("the server did not start")
+
+
+def mark_rounds_shown(env: dict) -> None:
+    # Done by the ORM outside the server: lets the guess phase send guesses back to back without `next`.
+    code = ("import django; django.setup(); from django.utils import timezone; from games.models import Round; "
+            "print(Round.objects.filter(started_at__isnull=True).update(started_at=timezone.now()))")
+    subprocess.run([PYTHON, "-c", code], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+async def drive(port: int, args, env: dict) -> list[Phase]:
+    clients = [HttpClient("127.0.0.1", port) for _ in range(args.clients)]
+    for client in clients:  # a session and a CSRF cookie per client, as the browser gets from the home page
+        status, _ = await client.request("GET", "/")
+        assert status == 200, status
+    phases = [await run_phase("warmup", clients, 2, lambda i: ("GET", "/bench/hello/", None))]
+    phases.append(await run_phase("hello", clients, args.seconds, lambda i: ("GET", "/bench/hello/", None)))
+
+    games: list[list[str]] = [[] for _ in clients]
+    starts = Phase("start")
+
+    async def starter(i, deadline):
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            status, body = await clients[i].request("POST", "/api/games/", {})
+            starts.latencies.append(time.perf_counter() - t0)
+            if status != 201:
+                starts.errors += 1
+                if starts.errors == 1:
+                    print(f"  first error in start: {status} {body[:200]!r}", file=sys.stderr)
+                continue
+            games[i].append(json.loads(body)["key"])
+
+    t_start = time.perf_counter()
+    await asyncio.gather(*(starter(i, t_start + args.seconds) for i in range(len(clients))))
+    starts.elapsed = time.perf_counter() - t_start
+    phases.append(starts)
+
+    await asyncio.to_thread(mark_rounds_shown, env)
+    work = [[(key, r) for key in keys for r in range(5)] for keys in games]
+    cursor = [0] * len(clients)
+
+    def next_guess(i):
+        if cursor[i] >= len(work[i]):
+            return None
+        key, index = work[i][cursor[i]]
+        cursor[i] += 1
+        return "POST", f"/api/games/{key}/guess/", {"round": index, "lat": 10.0 + index, "lon": 20.0}
+
+    phases.append(await run_phase("guess", clients, args.seconds, next_guess))
+    reveal_cursor = [0] * len(clients)
+
+    def next_state(i):
+        keys = games[i]
+        if not keys:
+            return None
+        reveal_cursor[i] += 1
+        return "GET", f"/api/games/{keys[reveal_cursor[i] % len(keys)]}/", None
+
+    phases.append(await run_phase("reveal", clients, args.seconds, next_state))
+    for client in clients:
+        await client.close()
+    return phases[1:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=15.0, help="length of each timed phase")
+    parser.add_argument("--images", type=int, default=60, help="generated game images to import")
+    parser.add_argument("--sqlite-tuned", action="store_true",
+                        help="run SQLite with WAL, synchronous=NORMAL and IMMEDIATE transactions")
+    parser.add_argument("--keep", action="store_true", help="keep the throwaway data directory")
+    args = parser.parse_args()
+
+    data_dir = Path(tempfile.mkdtemp(prefix="geoweb-game-bench-"))
+    env = dict(os.environ, GEOWEB_DATA_DIR=str(data_dir), DJANGO_SETTINGS_MODULE="benchmarks.game_bench_settings",
+               PYTHONPATH=str(ROOT), GEOWEB_EMBEDDED_WORKER="0", GEOWEB_TILE_URL="", GEOWEB_LOG_LEVEL="WARNING")
+    if args.sqlite_tuned:
+        env["GEOWEB_BENCH_SQLITE_TUNED"] = "1"
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    server = None
+    try:
+        prepare_data(data_dir, args.images, env)
+        port = free_port()
+        server = subprocess.Popen([PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                                   "geoweb.asgi:application"], cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for_port(port)
+        phases = asyncio.run(drive(port, args, env))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
+        if not args.keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    hello = phases[0].rate
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+          f"Daphne, SQLite{' (WAL, IMMEDIATE)' if args.sqlite_tuned else ''}, {args.clients} concurrent clients, {args.seconds:.0f} s per phase")
+    for phase in phases:
+        ratio = f"  = {phase.rate / hello * 100:5.1f}% of hello" if phase.name != "hello" and hello else ""
+        print(phase.row() + ratio)
+    guess = next(p for p in phases if p.name == "guess")
+    p99 = sorted(guess.latencies)[min(len(guess.latencies) - 1, int(len(guess.latencies) * 0.99))] * 1000
+    print(f"targets: guess >= 30% of hello: {'met' if guess.rate >= 0.3 * hello else 'MISSED'} "
+          f"({guess.rate / hello * 100:.1f}%); guess p99 <= 50 ms: {'met' if p99 <= 50 else 'MISSED'} ({p99:.1f} ms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Play mode data: curated game photos, the models' stored guesses on them, games and their rounds."""
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class GameImage(models.Model):
+    """A photo players can be asked to locate, with its true position, attribution and scene probabilities."""
+
+    image = models.ImageField(upload_to="game_images/", blank=True,
+                              help_text="Stored under MEDIA_ROOT/game_images/ with a content-hash name.")
+    lat = models.FloatField()
+    lon = models.FloatField()
+    source_id = models.CharField(max_length=255, unique=True,
+                                 help_text="The Im2GPS IMG_ID (encodes the Flickr photo id; never shown to players).")
+    author = models.CharField(max_length=255, blank=True)
+    licence_name = models.CharField(max_length=100, blank=True)
+    licence_url = models.URLField(blank=True)
+    source_url = models.URLField(blank=True)
+    p_indoor = models.FloatField(null=True, blank=True)
+    p_natural = models.FloatField(null=True, blank=True)
+    p_urban = models.FloatField(null=True, blank=True)
+    active = models.BooleanField(default=True)
+    # Derived from licence_name by games.licences.is_open_licence wherever the name is written (import, admin).
+    # Stored rather than generated: PostgreSQL refuses text comparisons in generated columns (indeterminate
+    # collation), and the database must be able to filter on it.
+    is_open_licence = models.BooleanField(default=False, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["source_id"]
+        indexes = [models.Index(fields=["active", "is_open_licence"], name="gameimage_playable")]
+
+    def __str__(self) -> str:
+        return self.source_id
+
+    @property
+    def attribution(self) -> str:
+        return f"© {self.author}" if self.author else "© unknown author"
+
+
+class ModelGuess(models.Model):
+    """Where a geolocation model placed a game image (imported from a results file or computed by a bundle)."""
+
+    image = models.ForeignKey(GameImage, on_delete=models.CASCADE, related_name="model_guesses")
+    model_name = models.CharField(max_length=100)
+    lat = models.FloatField()
+    lon = models.FloatField()
+    distance_km = models.FloatField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["image", "model_name"], name="one_guess_per_image_and_model")]
+        indexes = [models.Index(fields=["model_name"], name="modelguess_model")]
+
+    def __str__(self) -> str:
+        return f"{self.model_name} on {self.image_id}"
+
+
+class Game(models.Model):
+    """One play-through of a fixed number of rounds against a model, by a user or an anonymous session."""
+
+    class Mode(models.TextChoices):
+        CLASSIC = "classic", "Classic"
+        CHALLENGE = "challenge", "Challenge"
+
+    key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    challenge_token = models.CharField(max_length=32, unique=True, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="games")
+    session_key = models.CharField(max_length=40, blank=True, db_index=True)
+    nickname = models.CharField(max_length=30, blank=True)
+    seed = models.BigIntegerField()
+    mode = models.CharField(max_length=12, choices=Mode.choices, default=Mode.CLASSIC)
+    challenge_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="challengers")
+    opponent_model = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["finished_at"], name="game_finished")]
+
+    def __str__(self) -> str:
+        return f"Game {self.key}"
+
+    @property
+    def player_name(self) -> str:
+        if self.user_id and not self.nickname:
+            return self.user.username
+        return self.nickname or "Anonymous"
+
+
+class Round(models.Model):
+    """One photo of a game: the player's guess and the model's, both scored when the player guesses."""
+
+    game = models.ForeignKey(Game, on_delete=models.CASCADE, related_name="rounds")
+    index = models.PositiveSmallIntegerField()
+    image = models.ForeignKey(GameImage, on_delete=models.PROTECT, related_name="rounds")
+    photo_token = models.CharField(max_length=32, unique=True, editable=False)
+    guess_lat = models.FloatField(null=True, blank=True)
+    guess_lon = models.FloatField(null=True, blank=True)
+    distance_km = models.FloatField(null=True, blank=True)
+    score = models.PositiveIntegerField(null=True, blank=True)
+    # The model's answer is copied when the player guesses, so a later re-import never changes a played game.
+    model_lat = models.FloatField(null=True, blank=True)
+    model_lon = models.FloatField(null=True, blank=True)
+    model_distance_km = models.FloatField(null=True, blank=True)
+    model_score = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    guessed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["game", "index"]
+        constraints = [models.UniqueConstraint(fields=["game", "index"], name="one_round_per_game_index")]
+
+    def __str__(self) -> str:
+        return f"Round {self.index + 1} of {self.game_id}"
+
+    @property
+    def is_guessed(self) -> bool:
+        return self.guessed_at is not None
+
+    @property
+    def seconds_taken(self) -> float | None:
+        if self.started_at is None or self.guessed_at is None:
+            return None
+        return (self.guessed_at - self.started_at).total_seconds()

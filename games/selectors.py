@@ -1,0 +1,177 @@
+"""Read side of play mode: opponents, playable images, what a player may see of a game, summaries, leaderboards.
+
+The true position and the model's guess of a round only appear in `round_reveal`, which callers use for rounds the
+player has already guessed; `round_public` is all a player sees before guessing.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.db.models import Count, F, Q, QuerySet, Sum
+from django.urls import reverse
+from django.utils import timezone
+
+from games.models import Game, GameImage, ModelGuess, Round
+
+
+class GameNotFound(Exception):
+    """No such game, or it belongs to someone else (the two are not told apart)."""
+
+
+def opponent_models() -> list[str]:
+    """Model names a player can play against: the configured ones that have stored guesses, else the busiest one."""
+    counts = dict(ModelGuess.objects.values_list("model_name").annotate(n=Count("id")).values_list("model_name", "n"))
+    if settings.GAME_OPPONENT_MODELS:
+        return [name for name in settings.GAME_OPPONENT_MODELS if counts.get(name)]
+    if not counts:
+        return []
+    return [max(sorted(counts), key=lambda name: counts[name])]
+
+
+def playable_images(*, model_name: str) -> QuerySet[GameImage]:
+    """Active, openly licensed images with a stored file and a guess by `model_name`."""
+    return (GameImage.objects.filter(active=True, is_open_licence=True, model_guesses__model_name=model_name)
+            .exclude(image="").distinct())
+
+
+def playable_count() -> int:
+    names = opponent_models()
+    return playable_images(model_name=names[0]).count() if names else 0
+
+
+def game_for_player(*, key, user, session_key: str | None) -> Game:
+    """The game with this key if it belongs to this user (or, for anonymous players, this session)."""
+    try:
+        game = Game.objects.select_related("user", "challenge_of").get(key=key)
+    except (Game.DoesNotExist, ValueError, TypeError):
+        raise GameNotFound(key) from None
+    if not owns(game=game, user=user, session_key=session_key):
+        raise GameNotFound(key)
+    return game
+
+
+def owns(*, game: Game, user, session_key: str | None) -> bool:
+    if game.user_id is not None:
+        return bool(user is not None and user.is_authenticated and user.pk == game.user_id)
+    return bool(session_key) and game.session_key == session_key
+
+
+def game_by_challenge(*, token: str) -> Game:
+    """A finished game that others can replay; unfinished games are not offered as challenges."""
+    try:
+        return Game.objects.select_related("user").get(challenge_token=token, finished_at__isnull=False)
+    except Game.DoesNotExist:
+        raise GameNotFound(token) from None
+
+
+def photo_round(*, token: str, user, session_key: str | None) -> Round:
+    """The round whose photo `token` names, if it is the player's and has been shown to them."""
+    try:
+        round_ = Round.objects.select_related("game", "image").get(photo_token=token)
+    except Round.DoesNotExist:
+        raise GameNotFound(token) from None
+    if round_.started_at is None or not owns(game=round_.game, user=user, session_key=session_key):
+        raise GameNotFound(token)
+    return round_
+
+
+def round_public(round_: Round) -> dict:
+    """What the player sees before guessing: the photo URL, attribution and licence; never the position."""
+    image = round_.image
+    return {
+        "index": round_.index,
+        "photo_url": reverse("game-photo", args=[round_.photo_token]),
+        "author": image.author,
+        "licence_name": image.licence_name or "unknown licence",
+        "licence_url": image.licence_url,
+        "guessed": round_.is_guessed,
+    }
+
+
+def round_reveal(round_: Round) -> dict:
+    """A guessed round in full: truth, the player's and the model's guesses, distances and scores."""
+    data = round_public(round_)
+    data.update({
+        "truth": {"lat": round_.image.lat, "lon": round_.image.lon},
+        "source_url": round_.image.source_url,
+        "guess": {"lat": round_.guess_lat, "lon": round_.guess_lon},
+        "distance_km": round_.distance_km,
+        "score": round_.score,
+        "model": {"lat": round_.model_lat, "lon": round_.model_lon},
+        "model_distance_km": round_.model_distance_km,
+        "model_score": round_.model_score,
+        "seconds_taken": round_.seconds_taken,
+        "better_than_model": round_.distance_km < round_.model_distance_km,
+    })
+    return data
+
+
+def game_state(game: Game, rounds: list[Round] | None = None) -> dict:
+    """The player's view of a game: rounds shown so far (guessed ones revealed), totals, what comes next."""
+    if rounds is None:
+        rounds = list(game.rounds.select_related("image").order_by("index"))
+    shown = [r for r in rounds if r.started_at is not None]
+    guessed = [r for r in rounds if r.is_guessed]
+    current = next((r for r in rounds if not r.is_guessed), None)
+    return {
+        "key": str(game.key),
+        "mode": game.mode,
+        "opponent": game.opponent_model,
+        "rounds_total": len(rounds),
+        "finished": game.finished_at is not None,
+        "current_index": current.index if current is not None else None,
+        "current_started": bool(current is not None and current.started_at is not None),
+        "rounds": [round_reveal(r) if r.is_guessed else round_public(r) for r in shown],
+        "score": sum(r.score for r in guessed),
+        "model_score": sum(r.model_score for r in guessed),
+        "nickname": game.nickname,
+        "player_name": game.player_name,
+        "challenge_url": reverse("game-challenge", args=[game.challenge_token]) if game.finished_at else None,
+        "challenger": _challenger(game),
+    }
+
+
+def _challenger(game: Game) -> dict | None:
+    source = game.challenge_of
+    if source is None:
+        return None
+    totals = source.rounds.aggregate(score=Sum("score"), model_score=Sum("model_score"))
+    return {"name": source.player_name, "score": totals["score"] or 0, "model_score": totals["model_score"] or 0,
+            "round_scores": list(source.rounds.order_by("index").values_list("score", flat=True))}
+
+
+def game_summary(game: Game) -> dict:
+    """Totals, the count of rounds closer than the model, mean errors and the per-round table of a game."""
+    rounds = list(game.rounds.select_related("image").order_by("index"))
+    guessed = [r for r in rounds if r.is_guessed]
+    n = len(guessed)
+    state = game_state(game, rounds)
+    state.update({
+        "better_than_model": sum(1 for r in guessed if r.distance_km < r.model_distance_km),
+        "rounds_played": n,
+        "mean_error_km": sum(r.distance_km for r in guessed) / n if n else None,
+        "model_mean_error_km": sum(r.model_distance_km for r in guessed) / n if n else None,
+        "max_score": 5000 * len(rounds),
+    })
+    return state
+
+
+def leaderboard(*, period: str = "all", limit: int = 20, now: dt.datetime | None = None) -> list[dict]:
+    """Finished games by total score (ties: the earlier finish first), with the model's total on the same images."""
+    games = Game.objects.filter(finished_at__isnull=False)
+    if period == "today":
+        now = now or timezone.now()
+        start = now.astimezone(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        games = games.filter(finished_at__gte=start)
+    elif period != "all":
+        raise ValueError(f"unknown leaderboard period {period!r}")
+    rows = (games.select_related("user")
+            .annotate(total=Sum("rounds__score"), model_total=Sum("rounds__model_score"),
+                      better=Count("rounds", filter=Q(rounds__distance_km__lt=F("rounds__model_distance_km"))))
+            .order_by("-total", "finished_at")[:limit])
+    return [{"rank": i + 1, "name": g.player_name, "score": g.total or 0, "model_score": g.model_total or 0,
+             "better_than_model": g.better, "finished_at": g.finished_at, "opponent": g.opponent_model,
+             "challenge_url": reverse("game-challenge", args=[g.challenge_token])}
+            for i, g in enumerate(rows)]
+

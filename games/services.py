@@ -1,0 +1,202 @@
+"""Write side of play mode: start a game, record guesses (server-authoritative), move on, finish, name the player.
+
+The server owns the game: the true position and the model's guess of a round are read only when the player's guess
+is stored, rounds are played strictly in order, and a round takes one guess.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import random
+import secrets
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import OuterRef, Subquery
+from django.utils import timezone
+
+from games import scoring, selectors
+from games.models import Game, ModelGuess, Round
+
+
+class GameError(Exception):
+    """A request the rules of the game refuse; `status` is the HTTP status a view should answer with."""
+
+    status = 400
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class NoPlayableImages(GameError):
+    status = 503
+
+
+class RoundOutOfOrder(GameError):
+    status = 409
+
+
+class AlreadyGuessed(GameError):
+    status = 409
+
+
+class GameFinished(GameError):
+    status = 409
+
+
+class InvalidGuess(GameError):
+    status = 400
+
+
+def _new_token() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def start_game(*, user=None, session_key: str = "", opponent_model: str | None = None, seed: int | None = None,
+               challenge_token: str | None = None) -> Game:
+    """A new game of `settings.GAME_ROUNDS` rounds; a challenge replays another game's images in the same order."""
+    is_player = user is not None and user.is_authenticated
+    if not is_player and not session_key:
+        raise GameError("an anonymous game needs a session")
+    source = None
+    if challenge_token:
+        try:
+            source = selectors.game_by_challenge(token=challenge_token)
+        except selectors.GameNotFound:
+            raise GameError("this challenge link is not valid (the game does not exist or is not finished)") from None
+        opponent_model = source.opponent_model
+        images = [r.image for r in source.rounds.select_related("image").order_by("index")]
+        seed = source.seed
+    else:
+        opponents = selectors.opponent_models()
+        if not opponents:
+            raise NoPlayableImages(
+                "No game images with a model's guess are installed. Run `manage.py import_im2gps --meta META.csv "
+                "--images DIR|ZIP --predictions FILE`, or set GEOWEB_GAME_IMAGES and run `manage.py "
+                "import_game_images`.")
+        if opponent_model is None:
+            opponent_model = opponents[0]
+        elif opponent_model not in opponents:
+            raise GameError(f"unknown opponent {opponent_model!r}; choose one of {', '.join(opponents)}")
+        seed = seed if seed is not None else secrets.randbits(62)
+        images = _choose_images(model_name=opponent_model, seed=seed, count=settings.GAME_ROUNDS)
+    now = timezone.now()
+    # Reads above, writes only in here: on SQLite a transaction that starts with a write takes the write lock
+    # at once (and waits for it), instead of failing when a read transaction tries to upgrade.
+    with transaction.atomic():
+        game = Game.objects.create(
+            user=user if is_player else None, session_key="" if is_player else session_key, seed=seed,
+            mode=Game.Mode.CHALLENGE if source else Game.Mode.CLASSIC, challenge_of=source,
+            opponent_model=opponent_model, challenge_token=_new_token())
+        Round.objects.bulk_create([
+            Round(game=game, index=i, image=image, photo_token=_new_token(), started_at=now if i == 0 else None)
+            for i, image in enumerate(images)])
+    return game
+
+
+def _choose_images(*, model_name: str, seed: int, count: int) -> list:
+    """`count` playable images drawn with `seed`; images whose file is gone are passed over."""
+    candidates = list(selectors.playable_images(model_name=model_name).order_by("id"))
+    rng = random.Random(seed)
+    rng.shuffle(candidates)
+    chosen = []
+    for image in candidates:
+        if image.image.storage.exists(image.image.name):
+            chosen.append(image)
+            if len(chosen) == count:
+                return chosen
+    raise NoPlayableImages(
+        f"A game needs {count} playable images against {model_name}, and only {len(chosen)} are available "
+        "(active, openly licensed, with the photo on disk and the model's guess). Import more with "
+        "`manage.py import_im2gps`.")
+
+
+def submit_guess(*, game: Game, round_index: int, lat: float, lon: float,
+                 now: dt.datetime | None = None) -> Round:
+    """Store the player's guess for the current round and score it against the truth and the model."""
+    if not scoring.valid_coordinate(lat, lon):
+        raise InvalidGuess("a guess needs a latitude in [-90, 90] and a longitude in [-180, 180]")
+    if game.finished_at is not None:
+        raise GameFinished("this game is finished")
+    # One query for the current round, its photo, the opponent's stored guess and the game's last index.
+    round_ = (Round.objects.select_related("image").filter(game=game, guessed_at__isnull=True)
+              .annotate(opponent_lat=Subquery(_opponent_guess(game).values("lat")[:1]),
+                        opponent_lon=Subquery(_opponent_guess(game).values("lon")[:1]),
+                        last_index=Subquery(Round.objects.filter(game=OuterRef("game")).order_by("-index")
+                                            .values("index")[:1]))
+              .order_by("index").first())
+    if round_ is None:
+        raise GameFinished("every round of this game has been guessed")
+    if round_index != round_.index:
+        if round_index < round_.index:
+            raise AlreadyGuessed(f"round {round_index + 1} has already been guessed")
+        raise RoundOutOfOrder(f"round {round_index + 1} is not the current round ({round_.index + 1})")
+    if round_.started_at is None:
+        raise RoundOutOfOrder(f"round {round_index + 1} has not been shown yet")
+    if round_.opponent_lat is None:
+        raise GameError(f"the model {game.opponent_model} has no stored guess for this photo any more")
+    image = round_.image
+    now = now or timezone.now()
+    round_.guess_lat, round_.guess_lon = float(lat), float(lon)
+    round_.distance_km = scoring.error_km(true_lat=image.lat, true_lon=image.lon, lat=lat, lon=lon)
+    round_.score = scoring.score(round_.distance_km)
+    round_.model_lat, round_.model_lon = round_.opponent_lat, round_.opponent_lon
+    round_.model_distance_km = scoring.error_km(true_lat=image.lat, true_lon=image.lon, lat=round_.model_lat,
+                                                lon=round_.model_lon)
+    round_.model_score = scoring.score(round_.model_distance_km)
+    round_.guessed_at = now
+    fields = ["guess_lat", "guess_lon", "distance_km", "score", "model_lat", "model_lon", "model_distance_km",
+              "model_score", "guessed_at"]
+    last = round_.index == round_.last_index
+    with transaction.atomic():
+        # The conditional update is the guard against two guesses racing for the same round.
+        stored = Round.objects.filter(pk=round_.pk, guessed_at__isnull=True).update(
+            **{name: getattr(round_, name) for name in fields})
+        if not stored:
+            raise AlreadyGuessed(f"round {round_index + 1} has already been guessed")
+        if last:
+            game.finished_at = now
+            Game.objects.filter(pk=game.pk, finished_at__isnull=True).update(finished_at=now)
+    return round_
+
+
+def _opponent_guess(game: Game):
+    return ModelGuess.objects.filter(image=OuterRef("image"), model_name=game.opponent_model)
+
+
+def start_next_round(*, game: Game, now: dt.datetime | None = None) -> Round:
+    """Show the next round once the current one is guessed; calling it again returns the same round."""
+    if game.finished_at is not None:
+        raise GameFinished("this game is finished")
+    round_ = Round.objects.filter(game=game, guessed_at__isnull=True).order_by("index").first()
+    if round_ is None:
+        raise GameFinished("every round of this game has been guessed")
+    if round_.started_at is None:
+        round_.started_at = now or timezone.now()
+        Round.objects.filter(pk=round_.pk, started_at__isnull=True).update(started_at=round_.started_at)
+    return round_
+
+
+def finish_game(*, game: Game, now: dt.datetime | None = None) -> Game:
+    """Mark a game finished once every round has a guess."""
+    if game.finished_at is not None:
+        return game
+    if Round.objects.filter(game=game, guessed_at__isnull=True).exists():
+        raise GameError("a game can only finish when every round has been guessed")
+    game.finished_at = now or timezone.now()
+    Game.objects.filter(pk=game.pk, finished_at__isnull=True).update(finished_at=game.finished_at)
+    return game
+
+
+def set_nickname(*, game: Game, nickname: str) -> Game:
+    """The name shown on the leaderboard: 1 to 30 printable characters."""
+    nickname = " ".join(str(nickname or "").split())
+    if not nickname:
+        raise GameError("a nickname cannot be empty")
+    if len(nickname) > 30:
+        raise GameError("a nickname has at most 30 characters")
+    if not nickname.isprintable():
+        raise GameError("a nickname cannot contain control characters")
+    game.nickname = nickname
+    game.save(update_fields=["nickname"])
+    return game

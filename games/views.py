@@ -1,0 +1,180 @@
+"""Play mode over HTTP: the pages, the small JSON API the play page calls, and per-round photo delivery."""
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from games import selectors, services
+
+
+def _session_key(request, *, create: bool = False) -> str | None:
+    if create and not request.session.session_key:
+        request.session.save()
+    return request.session.session_key
+
+
+def _player_game(request, key):
+    try:
+        return selectors.game_for_player(key=key, user=request.user, session_key=_session_key(request))
+    except selectors.GameNotFound:
+        raise Http404("No such game for this player") from None
+
+
+def _json_body(request) -> dict:
+    try:
+        data = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise services.GameError("the request body must be JSON") from None
+    if not isinstance(data, dict):
+        raise services.GameError("the request body must be a JSON object")
+    return data
+
+
+def _error(error: services.GameError) -> JsonResponse:
+    return JsonResponse({"error": error.message}, status=error.status)
+
+
+def _start(request, data: dict):
+    return services.start_game(user=request.user, session_key=_session_key(request, create=True),
+                               opponent_model=data.get("opponent") or None,
+                               challenge_token=data.get("challenge") or None)
+
+
+# --- pages ------------------------------------------------------------------------------------------------------
+
+@require_GET
+def home(request):
+    opponents = selectors.opponent_models()
+    return render(request, "games/home.html", {
+        "opponents": opponents,
+        "playable": selectors.playable_count(),
+        "rounds": settings.GAME_ROUNDS,
+        "top": selectors.leaderboard(period="all", limit=5),
+    })
+
+
+@require_POST
+def start(request):
+    """The home page's form: start a game and open it (works without JavaScript up to the play page)."""
+    try:
+        game = _start(request, {"opponent": request.POST.get("opponent"), "challenge": request.POST.get("challenge")})
+    except services.GameError as error:
+        return render(request, "games/home.html", {
+            "error": error.message, "opponents": selectors.opponent_models(), "playable": selectors.playable_count(),
+            "rounds": settings.GAME_ROUNDS, "top": selectors.leaderboard(period="all", limit=5)},
+            status=error.status)
+    return redirect("game-play", key=game.key)
+
+
+@require_GET
+@never_cache
+def play(request, key):
+    game = _player_game(request, key)
+    return render(request, "games/play.html", {"game": game})
+
+
+@require_GET
+def challenge(request, token):
+    try:
+        source = selectors.game_by_challenge(token=token)
+    except selectors.GameNotFound:
+        raise Http404("This challenge link is not valid") from None
+    return render(request, "games/challenge.html", {"source": source, "summary": selectors.game_summary(source),
+                                                    "token": token})
+
+
+@require_GET
+def leaderboard(request):
+    period = "today" if request.GET.get("period") == "today" else "all"
+    return render(request, "games/leaderboard.html", {
+        "period": period, "rows": selectors.leaderboard(period=period, limit=50)})
+
+
+@require_GET
+def photo(request, token):
+    """A round's photo by its opaque token, only for the player of that round and only once it has been shown."""
+    try:
+        round_ = selectors.photo_round(token=token, user=request.user, session_key=_session_key(request))
+    except selectors.GameNotFound:
+        raise Http404("No such photo") from None
+    field = round_.image.image
+    try:
+        handle = field.open("rb")
+    except (FileNotFoundError, ValueError, OSError):
+        return HttpResponse("This photo is missing on the server.", status=404, content_type="text/plain")
+    response = FileResponse(handle, content_type=_content_type(field.name))
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+def _content_type(name: str) -> str:
+    return {"png": "image/png", "webp": "image/webp"}.get(name.rsplit(".", 1)[-1].lower(), "image/jpeg")
+
+
+# --- JSON API ---------------------------------------------------------------------------------------------------
+
+@require_POST
+def api_start(request):
+    try:
+        game = _start(request, _json_body(request))
+    except services.GameError as error:
+        return _error(error)
+    state = selectors.game_state(game)
+    state["play_url"] = reverse("game-play", args=[game.key])
+    return JsonResponse(state, status=201)
+
+
+@require_GET
+@never_cache
+def api_state(request, key):
+    return JsonResponse(selectors.game_state(_player_game(request, key)))
+
+
+@require_POST
+def api_guess(request, key):
+    game = _player_game(request, key)
+    try:
+        data = _json_body(request)
+        try:
+            index, lat, lon = int(data["round"]), float(data["lat"]), float(data["lon"])
+        except (KeyError, TypeError, ValueError):
+            raise services.InvalidGuess("a guess needs numbers `round`, `lat` and `lon`") from None
+        round_ = services.submit_guess(game=game, round_index=index, lat=lat, lon=lon)
+    except services.GameError as error:
+        return _error(error)
+    return JsonResponse({"round": selectors.round_reveal(round_), "finished": game.finished_at is not None})
+
+
+@require_POST
+def api_next(request, key):
+    game = _player_game(request, key)
+    try:
+        round_ = services.start_next_round(game=game)
+    except services.GameError as error:
+        return _error(error)
+    return JsonResponse({"round": selectors.round_public(round_), "rounds_total": game.rounds.count()})
+
+
+@require_GET
+@never_cache
+def api_summary(request, key):
+    game = _player_game(request, key)
+    if game.finished_at is None:
+        return JsonResponse({"error": "the game is not finished yet"}, status=409)
+    return JsonResponse(selectors.game_summary(game))
+
+
+@require_POST
+def api_nickname(request, key):
+    game = _player_game(request, key)
+    try:
+        services.set_nickname(game=game, nickname=_json_body(request).get("nickname", ""))
+    except services.GameError as error:
+        return _error(error)
+    return JsonResponse({"nickname": game.nickname, "player_name": game.player_name})
