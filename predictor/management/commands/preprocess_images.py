@@ -1,0 +1,64 @@
+"""Resize geotagged photos to a 320 px short side and write WebDataset-style tar shards with cell labels.
+
+    manage.py preprocess_images --source csv --metadata mp16.csv --images DIR_OR_TARS --output shards/mp16 \
+        --partitionings cells_coarse.csv cells_middle.csv cells_fine.csv [--val-fraction 0.01]
+    manage.py preprocess_images --source osv5m --root osv5m/ --split train --output shards/osv5m ...
+    manage.py preprocess_images --source exif --images ~/Pictures --output shards/mine ...
+"""
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from predictor.ml.train.datasets import open_source
+from predictor.ml.train.loop import load_partitionings
+from predictor.ml.train.shards import JPEG_QUALITY, SAMPLES_PER_SHARD, SHORT_SIDE, preprocess_photos
+
+
+class Command(BaseCommand):
+    help = "Write training shards (JPEG, short side 320, tar) from a CSV+images, OSV-5M or EXIF-GPS photo folder."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--source", choices=["csv", "osv5m", "exif"], required=True)
+        parser.add_argument("--metadata", help="csv: CSV with id, lat, lon (osv5m: defaults to ROOT/SPLIT.csv)")
+        parser.add_argument("--images", help="csv: image folder or folder of tar shards; exif: photo folder")
+        parser.add_argument("--root", help="osv5m: dataset root holding SPLIT.csv and images/SPLIT/*.zip")
+        parser.add_argument("--split", default="train", help="osv5m split")
+        parser.add_argument("--output", required=True, help="writes OUTPUT/train (and OUTPUT/val)")
+        parser.add_argument("--partitionings", nargs="*", default=[],
+                            help="cell CSVs (coarse -> fine) to label with; images outside them are dropped")
+        parser.add_argument("--val-fraction", type=float, default=0.0, help="share of ids held out (hashed)")
+        parser.add_argument("--samples-per-shard", type=int, default=SAMPLES_PER_SHARD)
+        parser.add_argument("--short-side", type=int, default=SHORT_SIDE)
+        parser.add_argument("--quality", type=int, default=JPEG_QUALITY)
+
+    def handle(self, *args, **options):
+        kind = options["source"]
+        try:
+            if kind == "csv":
+                if not (options["metadata"] and options["images"]):
+                    raise CommandError("--source csv needs --metadata and --images")
+                source = open_source("csv", metadata=options["metadata"], images=options["images"])
+            elif kind == "osv5m":
+                if not options["root"]:
+                    raise CommandError("--source osv5m needs --root")
+                source = open_source("osv5m", root=options["root"], split=options["split"],
+                                     metadata=options["metadata"])
+            else:
+                if not options["images"]:
+                    raise CommandError("--source exif needs --images (the photo folder)")
+                source = open_source("exif", folder=options["images"])
+            partitionings = load_partitionings(options["partitionings"]) if options["partitionings"] else []
+            reports = preprocess_photos(source, options["output"], partitionings=partitionings,
+                                        val_fraction=options["val_fraction"],
+                                        samples_per_shard=options["samples_per_shard"],
+                                        short_side=options["short_side"], quality=options["quality"],
+                                        source_report=source.report, progress=options["verbosity"] > 0)
+        except (OSError, ValueError) as error:
+            raise CommandError(str(error)) from None
+        self.stdout.write(f"source: {source.report.summary()}")
+        for example in source.report.examples[:5]:
+            self.stdout.write(f"  skipped {example}")
+        for split, report in reports.items():
+            self.stdout.write(f"{split}: {report.written} images in {len(report.shards)} shards, "
+                              f"{report.bytes_per_image:.0f} bytes/image; dropped {report.no_cell} outside every "
+                              f"cell, {report.too_small} too small")

@@ -1,0 +1,65 @@
+"""Command-line options of training, shared by `python -m predictor.ml.train` (what torchrun launches) and
+`manage.py train`."""
+from __future__ import annotations
+
+import argparse
+
+from predictor.ml.train.loop import PAPER_MILESTONES, TrainConfig
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--train-shards", required=True, help="shard folder written by preprocess_images")
+    parser.add_argument("--val-shards", required=True, help="held-out shard folder, validated every epoch")
+    parser.add_argument("--partitionings", nargs="+", required=True, help="cell CSV files, coarse -> fine")
+    parser.add_argument("--output", required=True, help="folder for checkpoints and metrics.csv")
+    parser.add_argument("--backbone", default="resnet50",
+                        help="resnet18|resnet50|resnet101|resnet152|efficientnet_lite0|tiny")
+    parser.add_argument("--pretrained", help="torchvision ImageNet state dict on disk (ResNets)")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--milestones", type=int, nargs="*", default=list(PAPER_MILESTONES))
+    parser.add_argument("--gamma", type=float, default=0.5)
+    parser.add_argument("--crop-size", type=int, default=224)
+    parser.add_argument("--workers", type=int, default=4, help="DataLoader workers per process")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument("--gpu-decode", action="store_true", help="decode JPEGs on the GPU (nvJPEG)")
+    parser.add_argument("--concept", choices=["indoor", "natural", "urban"], help="train this concept's ISN")
+    parser.add_argument("--scene-labels", help="label_scenes CSV (with --concept)")
+    parser.add_argument("--scene-min-probability", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", help="checkpoint to resume from, or 'auto' for OUTPUT/last.pt")
+    parser.add_argument("--max-steps-per-epoch", type=int)
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--name", default="base-M")
+
+
+def config_from_options(options: dict) -> TrainConfig:
+    """A TrainConfig from parsed options (argparse namespace vars or a Django command's options)."""
+    return TrainConfig(
+        train_shards=options["train_shards"], val_shards=options["val_shards"],
+        partitionings=list(options["partitionings"]), output_dir=options["output"], backbone=options["backbone"],
+        pretrained=options.get("pretrained"), epochs=options["epochs"], batch_size=options["batch_size"],
+        lr=options["lr"], momentum=options["momentum"], weight_decay=options["weight_decay"],
+        milestones=tuple(options["milestones"]), gamma=options["gamma"], crop_size=options["crop_size"],
+        workers=options["workers"], device=options["device"], precision=options["precision"],
+        compile=options["compile"], gpu_decode=options["gpu_decode"], concept=options.get("concept"),
+        scene_labels=options.get("scene_labels"), scene_min_probability=options["scene_min_probability"],
+        seed=options["seed"], resume=options.get("resume"), max_steps_per_epoch=options.get("max_steps_per_epoch"),
+        progress=not options["no_progress"], name=options["name"])
+
+
+def summary_lines(result: dict) -> list[str]:
+    metrics = result.get("metrics") or {}
+    lines = [f"checkpoints: {result['last']} (last), {result['best']} (lowest validation loss)",
+             f"metrics: {result['metrics_csv']}"]
+    if metrics:
+        accuracy = ", ".join(f"{t} km {100 * metrics[f'val_acc{t}km_hierarchy']:.1f}%"
+                             for t in (1, 25, 200, 750, 2500))
+        lines.append(f"epoch {metrics['epoch']}: train loss {metrics['train_loss']:.4f}, "
+                     f"val loss {metrics['val_loss']:.4f}, f* accuracy {accuracy}")
+    return lines

@@ -1,0 +1,467 @@
+"""Training base(M) or one ISN network on shards: SGD with the paper's schedule, summed cross-entropy over the
+partitionings, bf16 autocast and channels_last on CUDA, per-epoch checkpoints with exact resume, validation with
+great-circle accuracy per partitioning and for f*, and DDP when launched by torchrun.
+
+Entry points: `train(TrainConfig(...))`, the `train` management command and `python -m predictor.ml.train`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from predictor.ml.geodesy import ACCURACY_THRESHOLDS_KM, great_circle_km
+from predictor.ml.hierarchy import hierarchical_probabilities
+from predictor.ml.network import GeoNetwork
+from predictor.ml.partitions import Partitioning, parent_matrix
+from predictor.ml.train.shards import (ShardStream, collate_samples, decode_batch, eval_transform,
+                                       train_transform)
+
+CHECKPOINT_FORMAT = "geoweb-train-checkpoint/1"
+HIERARCHY = "hierarchy"
+PAPER_MILESTONES = (4, 8, 12, 13, 14, 15)
+
+
+@dataclass
+class TrainConfig:
+    train_shards: str
+    val_shards: str
+    partitionings: list[str]  # cell CSV files, coarse -> fine
+    output_dir: str
+    backbone: str = "resnet50"
+    pretrained: str | None = None  # a torchvision ImageNet state dict on disk (ResNets); never downloaded
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    milestones: tuple[int, ...] = PAPER_MILESTONES
+    gamma: float = 0.5
+    crop_size: int = 224
+    crop_scale: tuple[float, float] = (0.66, 1.0)
+    workers: int = 4
+    device: str = "auto"
+    precision: str = "auto"  # bf16 | fp16 | fp32; auto = bf16 on CUDA, fp32 on CPU
+    channels_last: bool | None = None  # None = on for CUDA
+    compile: bool = False
+    gpu_decode: bool = False  # decode JPEGs with nvJPEG (torchvision.io.decode_jpeg on CUDA)
+    concept: str | None = None  # train an ISN on one scene concept: indoor | natural | urban
+    scene_labels: str | None = None  # CSV written by label_scenes (needed with concept)
+    scene_min_probability: float = 0.0
+    seed: int = 0
+    shuffle_buffer: int = 2000
+    resume: str | None = None  # a checkpoint path, or "auto" for output_dir/last.pt if it exists
+    max_steps_per_epoch: int | None = None  # for smoke runs and benchmarks
+    progress: bool = True
+    name: str = "base-M"
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        config = cls(**{k: v for k, v in values.items() if k in known})
+        config.milestones = tuple(int(m) for m in config.milestones)
+        config.crop_scale = tuple(float(s) for s in config.crop_scale)
+        return config
+
+
+# --- set-up -----------------------------------------------------------------------------------------------------
+
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def start_runtime(device: str) -> Runtime:
+    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on CUDA, gloo on CPU)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if world_size <= 1:
+        return Runtime(torch.device(device))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        torch.cuda.set_device(local_rank)
+        resolved = torch.device("cuda", local_rank)
+        backend = "nccl"
+    else:
+        resolved, backend = torch.device("cpu"), "gloo"
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend=backend)
+    return Runtime(resolved, torch.distributed.get_rank(), torch.distributed.get_world_size(), local_rank)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    # Stored as plain lists/tensors so the checkpoint loads with torch.load(weights_only=True).
+    state = {"python": random.getstate(), "numpy": _numpy_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _numpy_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def restore_rng(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def read_keep_ids(scene_labels: str, concept: str, min_probability: float) -> set[str]:
+    from predictor.ml.train.scene_labels import subset_ids
+    return subset_ids(scene_labels, concept=concept, min_probability=min_probability)
+
+
+def load_partitionings(paths: list[str]) -> list[Partitioning]:
+    names = ["coarse", "middle", "fine"] if len(paths) == 3 else [Path(p).stem for p in paths]
+    return [Partitioning.from_csv(p, name=n) for p, n in zip(paths, names)]
+
+
+# --- metrics ----------------------------------------------------------------------------------------------------
+
+class GeoAccuracy:
+    """Accumulates loss, top-1 and great-circle accuracy per partitioning and for f* over a validation pass."""
+
+    def __init__(self, partitionings: list[Partitioning], parents: torch.Tensor):
+        self.partitionings = partitionings
+        self.parents = parents
+        self.names = [p.name for p in partitionings]
+        self.cell_lat = [torch.as_tensor(p.lat) for p in partitionings]
+        self.cell_lon = [torch.as_tensor(p.lon) for p in partitionings]
+        self.loss_sums = np.zeros(len(partitionings))
+        self.correct = np.zeros(len(partitionings))
+        self.distances: dict[str, list[np.ndarray]] = {n: [] for n in [*self.names, HIERARCHY]}
+        self.count = 0
+
+    def add(self, logits: list[torch.Tensor], targets: torch.Tensor, lats: torch.Tensor, lons: torch.Tensor):
+        logits = [t.float().cpu() for t in logits]
+        targets = targets.cpu()
+        n = targets.shape[0]
+        self.count += n
+        probabilities = []
+        for p, head in enumerate(logits):
+            self.loss_sums[p] += F.cross_entropy(head, targets[:, p], reduction="sum").item()
+            predicted = head.argmax(dim=1)
+            self.correct[p] += (predicted == targets[:, p]).sum().item()
+            self._distances(self.names[p], self.cell_lat[p][predicted], self.cell_lon[p][predicted], lats, lons)
+            probabilities.append(torch.softmax(head, dim=1))
+        fine = hierarchical_probabilities(probabilities, self.parents).argmax(dim=1)
+        self._distances(HIERARCHY, self.cell_lat[-1][fine], self.cell_lon[-1][fine], lats, lons)
+
+    def _distances(self, name, plat, plon, lats, lons):
+        self.distances[name].append(np.asarray(great_circle_km(plat.numpy(), plon.numpy(), lats.numpy(),
+                                                               lons.numpy()), dtype=float).reshape(-1))
+
+    def result(self, prefix: str = "val") -> dict[str, float]:
+        out: dict[str, float] = {}
+        n = max(self.count, 1)
+        out[f"{prefix}_loss"] = float(self.loss_sums.sum() / n)
+        for p, name in enumerate(self.names):
+            out[f"{prefix}_loss_{name}"] = float(self.loss_sums[p] / n)
+            out[f"{prefix}_top1_{name}"] = float(self.correct[p] / n)
+        for name, parts in self.distances.items():
+            distances = np.concatenate(parts) if parts else np.zeros(0)
+            for threshold in ACCURACY_THRESHOLDS_KM:
+                value = float(np.mean(distances <= threshold)) if distances.size else float("nan")
+                out[f"{prefix}_acc{int(threshold)}km_{name}"] = value
+            out[f"{prefix}_median_km_{name}"] = float(np.median(distances)) if distances.size else float("nan")
+        out[f"{prefix}_images"] = self.count
+        return out
+
+
+# --- the loop ---------------------------------------------------------------------------------------------------
+
+def _autocast(runtime: Runtime, precision: str):
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=runtime.device.type, dtype=dtype)
+
+
+def _resolve_precision(config: TrainConfig, runtime: Runtime) -> str:
+    if config.precision != "auto":
+        return config.precision
+    return "bf16" if runtime.device.type == "cuda" else "fp32"
+
+
+def _loader(dataset: ShardStream, config: TrainConfig, runtime: Runtime, batch_size: int) -> DataLoader:
+    workers = config.workers
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_samples,
+                      pin_memory=runtime.device.type == "cuda", drop_last=False,
+                      prefetch_factor=4 if workers > 0 else None, persistent_workers=False)
+
+
+def _to_device_images(images, runtime: Runtime, config: TrainConfig, *, train: bool, channels_last: bool):
+    if isinstance(images, list):  # encoded JPEGs: decode (nvJPEG on CUDA) and augment on the device
+        images = decode_batch(images, device=runtime.device, size=config.crop_size, train=train,
+                              scale=config.crop_scale)
+    else:
+        images = images.to(runtime.device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+def save_checkpoint(path: Path, *, model: nn.Module, optimizer, scheduler, scaler, epoch: int, config: TrainConfig,
+                    partitionings: list[Partitioning], history: list[dict], best: float | None) -> None:
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,  # epochs completed
+        "model": model.state_dict(),
+        "backbone": config.backbone,
+        "num_classes": [len(p) for p in partitionings],
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else {},
+        "rng": rng_state(),
+        "config": json.dumps(asdict(config)),
+        "partitionings": [{"name": p.name, "text": p.to_text()} for p in partitionings],
+        "history": json.dumps(history),
+        "best_val_loss": best,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # never leave a half-written checkpoint behind
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A training checkpoint, loaded without unpickling arbitrary objects."""
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a GeoWeb training checkpoint")
+    state["config"] = json.loads(state["config"])
+    state["history"] = json.loads(state["history"])
+    state["partitionings"] = [Partitioning.from_text(p["text"], name=p["name"]) for p in state["partitionings"]]
+    return state
+
+
+def network_from_checkpoint(state: dict) -> GeoNetwork:
+    network = GeoNetwork(state["backbone"], state["num_classes"])
+    network.load_state_dict(state["model"])
+    return network.eval()
+
+
+def _write_metrics(path: Path, row: dict) -> None:
+    exists = path.is_file()
+    fieldnames = list(row)
+    if exists:
+        with open(path, newline="") as handle:
+            header = next(csv.reader(handle), [])
+        if header:
+            fieldnames = header + [k for k in row if k not in header]
+            if fieldnames != header:  # a new column appeared: rewrite the file with the wider header
+                with open(path, newline="") as handle:
+                    old = list(csv.DictReader(handle))
+                with open(path, "w", newline="") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=fieldnames)
+                    writer.writeheader()
+                    writer.writerows(old)
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fieldnames)
+        if not exists:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, *, partitionings: list[Partitioning], parents: torch.Tensor,
+             runtime: Runtime, config: TrainConfig, precision: str, channels_last: bool,
+             progress: bool = False) -> dict[str, float]:
+    model.eval()
+    accuracy = GeoAccuracy(partitionings, parents)
+    batches = loader
+    if progress:
+        from tqdm import tqdm
+        batches = tqdm(loader, desc="validate", unit="batch", leave=False)
+    for images, targets, lats, lons, _ in batches:
+        images = _to_device_images(images, runtime, config, train=False, channels_last=channels_last)
+        with _autocast(runtime, precision):
+            logits = model(images)
+        accuracy.add(logits, targets, lats, lons)
+    return accuracy.result("val")
+
+
+def train(config: TrainConfig) -> dict:
+    """Run (or resume) training; returns the last epoch's metrics and the checkpoint paths."""
+    runtime = start_runtime(config.device)
+    output = Path(config.output_dir)
+    if runtime.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+    resume_path = None
+    if config.resume == "auto":
+        resume_path = output / "last.pt" if (output / "last.pt").is_file() else None
+    elif config.resume:
+        resume_path = Path(config.resume)
+    resumed = load_checkpoint(resume_path) if resume_path else None
+
+    if resumed is not None:
+        partitionings = resumed["partitionings"]
+    else:
+        partitionings = load_partitionings(config.partitionings)
+    num_classes = [len(p) for p in partitionings]
+    parents = torch.as_tensor(parent_matrix(partitionings) if len(partitionings) > 1
+                              else np.arange(num_classes[0])[:, None])
+    seed_everything(config.seed + runtime.rank)
+
+    keep_ids = None
+    if config.concept:
+        if not config.scene_labels:
+            raise ValueError("training an ISN for a concept needs --scene-labels (the label_scenes CSV)")
+        keep_ids = read_keep_ids(config.scene_labels, config.concept, config.scene_min_probability)
+        if not keep_ids:
+            raise ValueError(f"no training image belongs to concept {config.concept!r}")
+
+    train_set = ShardStream(config.train_shards, partitionings=partitionings, seed=config.seed,
+                            transform=None if config.gpu_decode else train_transform(config.crop_size,
+                                                                                      config.crop_scale),
+                            shuffle=True, shuffle_buffer=config.shuffle_buffer, keep_ids=keep_ids,
+                            encoded=config.gpu_decode)
+    # Validation runs on the main process over the whole held-out set, whatever the world size.
+    val_set = ShardStream(config.val_shards, partitionings=partitionings, shuffle=False, rank=0, world_size=1,
+                          transform=None if config.gpu_decode else eval_transform(config.crop_size),
+                          encoded=config.gpu_decode)
+
+    model = GeoNetwork(config.backbone, num_classes,
+                       pretrained_path=config.pretrained if resumed is None else None)
+    precision = _resolve_precision(config, runtime)
+    channels_last = config.channels_last if config.channels_last is not None else runtime.device.type == "cuda"
+    model = model.to(runtime.device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.milestones),
+                                                     gamma=config.gamma)
+    scaler = torch.amp.GradScaler(runtime.device.type) if precision == "fp16" else None
+    start_epoch, history, best = 0, [], None
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        if scaler is not None and resumed["scaler"]:
+            scaler.load_state_dict(resumed["scaler"])
+        start_epoch, history, best = int(resumed["epoch"]), resumed["history"], resumed["best_val_loss"]
+        restore_rng(resumed["rng"])
+
+    raw_model = model
+    if runtime.distributed:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[runtime.local_rank] if runtime.device.type == "cuda" else None)
+    step_model = torch.compile(model) if config.compile else model
+
+    metrics_path = output / "metrics.csv"
+    last = {}
+    for epoch in range(start_epoch, config.epochs):
+        train_set.set_epoch(epoch)
+        loader = _loader(train_set, config, runtime, config.batch_size)
+        model.train()
+        lr = optimizer.param_groups[0]["lr"]
+        loss_sums = torch.zeros(len(num_classes) + 1, dtype=torch.float64)
+        seen = 0
+        started = time.perf_counter()
+        total_steps = math.ceil(len(train_set) / config.batch_size) if keep_ids is None else None
+        if config.max_steps_per_epoch:
+            total_steps = min(total_steps or config.max_steps_per_epoch, config.max_steps_per_epoch)
+        batches = loader
+        if config.progress and runtime.is_main:
+            from tqdm import tqdm
+            batches = tqdm(loader, total=total_steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch")
+        for step, (images, targets, _, _, _) in enumerate(batches):
+            if config.max_steps_per_epoch and step >= config.max_steps_per_epoch:
+                break
+            images = _to_device_images(images, runtime, config, train=True, channels_last=channels_last)
+            targets = targets.to(runtime.device, non_blocking=True)
+            with _autocast(runtime, precision):
+                logits = step_model(images)
+                losses = [F.cross_entropy(head.float(), targets[:, p]) for p, head in enumerate(logits)]
+                loss = torch.stack(losses).sum()
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            n = targets.shape[0]
+            seen += n
+            loss_sums[0] += loss.detach().double().cpu() * n
+            for p, head_loss in enumerate(losses):
+                loss_sums[p + 1] += head_loss.detach().double().cpu() * n
+            if hasattr(batches, "set_postfix") and step % 10 == 0:
+                batches.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+        elapsed = time.perf_counter() - started
+        counts = torch.tensor([float(seen)], dtype=torch.float64)
+        if runtime.distributed:
+            torch.distributed.all_reduce(loss_sums)
+            torch.distributed.all_reduce(counts)
+        if counts.item() == 0:
+            raise ValueError(f"{config.train_shards}: no training image has a class in every partitioning"
+                             + (f" and belongs to concept {config.concept!r}" if config.concept else ""))
+        scheduler.step()
+
+        if runtime.is_main:
+            total_seen = max(counts.item(), 1.0)
+            row = {"epoch": epoch + 1, "lr": lr, "train_images": int(counts.item()),
+                   "images_per_s": round(counts.item() / max(elapsed, 1e-9), 2), "seconds": round(elapsed, 2),
+                   "train_loss": float(loss_sums[0] / total_seen)}
+            for p, part in enumerate(partitionings):
+                row[f"train_loss_{part.name}"] = float(loss_sums[p + 1] / total_seen)
+            val_loader = _loader(val_set, config, runtime, config.batch_size)
+            row.update(evaluate(raw_model, val_loader, partitionings=partitionings, parents=parents,
+                                runtime=runtime, config=config, precision=precision, channels_last=channels_last,
+                                progress=config.progress))
+            history.append(row)
+            _write_metrics(metrics_path, row)
+            improved = best is None or row["val_loss"] < best
+            if improved:
+                best = row["val_loss"]
+            save = dict(model=raw_model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, epoch=epoch + 1,
+                        config=config, partitionings=partitionings, history=history, best=best)
+            save_checkpoint(output / "last.pt", **save)
+            if improved:
+                save_checkpoint(output / "best.pt", **save)
+            last = row
+        if runtime.distributed:
+            torch.distributed.barrier()
+    result = {"metrics": last, "history": history, "last": str(output / "last.pt"),
+              "best": str(output / "best.pt"), "metrics_csv": str(metrics_path), "best_val_loss": best}
+    if runtime.distributed:
+        torch.distributed.destroy_process_group()
+    return result

@@ -1,0 +1,441 @@
+"""Training shards: photos resized to a 320 px short side, stored as JPEG in WebDataset-style tar files, and
+streamed back by an IterableDataset that splits shards across DataLoader workers and DDP ranks.
+
+Layout of a shard folder: `shard-000000.tar`, ... and `index.json`. Each sample in a tar is two members with the
+same key: `<key>.jpg` (the resized JPEG) and `<key>.json` ({"id", "lat", "lon", "labels": [class per
+partitioning]}). Labels are computed with `Partitioning.class_of` when the shards are written; a dataset opened
+with different partitionings recomputes them from lat/lon while loading.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import random
+import tarfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+
+from predictor.ml.partitions import Partitioning
+
+SHARD_FORMAT = "geoweb-shards/1"
+INDEX_FILE = "index.json"
+SHORT_SIDE = 320
+JPEG_QUALITY = 90
+SAMPLES_PER_SHARD = 4096
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def partitionings_fingerprint(partitionings: Sequence[Partitioning]) -> str:
+    """Identifies a list of partitionings by their cell tokens, so stored labels are reused only when valid."""
+    digest = hashlib.sha256()
+    for partitioning in partitionings:
+        digest.update(b"|".join(t.encode() for t in partitioning.tokens))
+        digest.update(b"#")
+    return digest.hexdigest()[:16]
+
+
+def labels_for(partitionings: Sequence[Partitioning], lat: float, lon: float) -> list[int] | None:
+    """Class per partitioning (S2 levels 2..30 walked by class_of), or None if any partitioning has no cell."""
+    labels = []
+    for partitioning in partitionings:
+        label = partitioning.class_of(lat, lon)
+        if label is None:
+            return None
+        labels.append(label)
+    return labels
+
+
+def resize_short_side(image: Image.Image, short_side: int = SHORT_SIDE) -> Image.Image:
+    """Shrink so the shorter side is `short_side`; smaller images are kept as they are (never upscaled)."""
+    width, height = image.size
+    shortest = min(width, height)
+    if shortest <= short_side:
+        return image
+    scale = short_side / shortest
+    size = (max(1, int(width * scale + 0.5)), max(1, int(height * scale + 0.5)))
+    return image.resize(size, Image.BILINEAR)
+
+
+def encode_jpeg(image: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+@dataclass
+class ShardWriteReport:
+    written: int = 0
+    no_cell: int = 0  # dropped: outside every cell of at least one partitioning
+    too_small: int = 0  # dropped: shorter side below the minimum
+    shards: list[dict] = field(default_factory=list)
+    bytes_written: int = 0
+
+    @property
+    def bytes_per_image(self) -> float:
+        return self.bytes_written / self.written if self.written else float("nan")
+
+
+class ShardWriter:
+    """Writes samples into numbered tar shards and, on close, the index.json describing them."""
+
+    def __init__(self, folder: str | Path, *, samples_per_shard: int = SAMPLES_PER_SHARD,
+                 partitionings: Sequence[Partitioning] = (), short_side: int = SHORT_SIDE,
+                 quality: int = JPEG_QUALITY, min_side: int = 16):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if any(self.folder.glob("shard-*.tar")):
+            raise FileExistsError(f"{self.folder} already holds shards; choose an empty folder")
+        self.samples_per_shard = samples_per_shard
+        self.partitionings = list(partitionings)
+        self.short_side, self.quality, self.min_side = short_side, quality, min_side
+        self.report = ShardWriteReport()
+        self._tar: tarfile.TarFile | None = None
+        self._in_shard = 0
+        self._started = time.time()
+
+    def _member(self, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = int(self._started)
+        info.mode = 0o644
+        self._tar.addfile(info, io.BytesIO(data))
+
+    def _finish_shard(self) -> None:
+        if self._tar is None:
+            return
+        self._tar.close()
+        path = self.folder / f"shard-{len(self.report.shards):06d}.tar"
+        self.report.shards.append({"name": path.name, "count": self._in_shard})
+        self.report.bytes_written += path.stat().st_size
+        self._tar, self._in_shard = None, 0
+
+    def add(self, image: Image.Image, lat: float, lon: float, image_id: str) -> bool:
+        """Resize, label and store one photo; returns False when it is dropped (and counted)."""
+        labels: list[int] = []
+        if self.partitionings:
+            found = labels_for(self.partitionings, lat, lon)
+            if found is None:
+                self.report.no_cell += 1
+                return False
+            labels = found
+        if min(image.size) < self.min_side:
+            self.report.too_small += 1
+            return False
+        jpeg = encode_jpeg(resize_short_side(image, self.short_side), self.quality)
+        if self._tar is None:
+            path = self.folder / f"shard-{len(self.report.shards):06d}.tar"
+            self._tar = tarfile.open(path, "w")
+        # Keys are running numbers: ids may contain dots and slashes, which WebDataset keys must not.
+        key = f"{self.report.written:09d}"
+        meta = {"id": image_id, "lat": lat, "lon": lon, "labels": labels}
+        self._member(f"{key}.jpg", jpeg)
+        self._member(f"{key}.json", json.dumps(meta).encode())
+        self.report.written += 1
+        self._in_shard += 1
+        if self._in_shard >= self.samples_per_shard:
+            self._finish_shard()
+        return True
+
+    def close(self, *, source_report: dict | None = None) -> ShardWriteReport:
+        self._finish_shard()
+        index = {
+            "format": SHARD_FORMAT,
+            "short_side": self.short_side,
+            "jpeg_quality": self.quality,
+            "samples": self.report.written,
+            "shards": self.report.shards,
+            "bytes": self.report.bytes_written,
+            "partitionings": [p.name for p in self.partitionings],
+            "partitionings_fingerprint": partitionings_fingerprint(self.partitionings) if self.partitionings else None,
+            "dropped": {"no_cell": self.report.no_cell, "too_small": self.report.too_small},
+            "source_report": source_report or {},
+        }
+        (self.folder / INDEX_FILE).write_text(json.dumps(index, indent=1))
+        return self.report
+
+
+def write_shards(photos: Iterable, folder: str | Path, *, partitionings: Sequence[Partitioning] = (),
+                 samples_per_shard: int = SAMPLES_PER_SHARD, short_side: int = SHORT_SIDE,
+                 quality: int = JPEG_QUALITY, source_report=None, progress: bool = False) -> ShardWriteReport:
+    """Preprocess an iterable of (image, lat, lon, id) into a shard folder."""
+    writer = ShardWriter(folder, samples_per_shard=samples_per_shard, partitionings=partitionings,
+                         short_side=short_side, quality=quality)
+    if progress:
+        from tqdm import tqdm
+        photos = tqdm(photos, desc="preprocess", unit="img")
+    for image, lat, lon, image_id in photos:
+        writer.add(image, lat, lon, image_id)
+    report_dict = source_report.as_dict() if source_report is not None else None
+    return writer.close(source_report=report_dict)
+
+
+def read_index(folder: str | Path) -> dict:
+    path = Path(folder) / INDEX_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} has no {INDEX_FILE}: not a shard folder (run preprocess_images)")
+    index = json.loads(path.read_text())
+    if index.get("format") != SHARD_FORMAT:
+        raise ValueError(f"{path}: unknown shard format {index.get('format')!r}")
+    return index
+
+
+def iterate_tar_samples(path: str | Path) -> Iterator[tuple[bytes, dict]]:
+    """(jpeg bytes, metadata) for each complete sample of one tar shard, in stored order."""
+    pending: dict[str, dict] = {}
+    with tarfile.open(path, "r") as archive:
+        for member in archive:
+            if not member.isfile():
+                continue
+            key, _, extension = member.name.partition(".")
+            entry = pending.setdefault(key, {})
+            entry[extension] = archive.extractfile(member).read()
+            if "jpg" in entry and "json" in entry:
+                del pending[key]
+                yield entry["jpg"], json.loads(entry["json"])
+
+
+def distributed_position() -> tuple[int, int]:
+    """(rank, world size) of this process under torch.distributed, (0, 1) otherwise."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def worker_position() -> tuple[int, int]:
+    info = get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+class ShardStream(IterableDataset):
+    """Streams (tensor or JPEG bytes, labels, lat, lon, id) from a shard folder.
+
+    Each (rank, worker) pair reads its own shards (round-robin over a per-epoch shuffled order); when there are
+    fewer shards than readers it falls back to reading all shards and keeping every n-th sample. Under DDP every
+    rank yields the same number of samples (readers cycle their shards), so no rank waits for a missing batch.
+    `keep_ids` restricts the stream to a subset, e.g. one scene concept for an ISN.
+    """
+
+    def __init__(self, folder: str | Path, *, partitionings: Sequence[Partitioning], transform=None,
+                 shuffle: bool = True, shuffle_buffer: int = 1000, seed: int = 0, keep_ids: set[str] | None = None,
+                 encoded: bool = False, rank: int | None = None, world_size: int | None = None):
+        super().__init__()
+        self.folder = Path(folder)
+        self.index = read_index(self.folder)
+        self.partitionings = list(partitionings)
+        stored = self.index.get("partitionings_fingerprint")
+        self.stored_labels_valid = bool(self.partitionings) and stored == partitionings_fingerprint(self.partitionings)
+        self.transform = transform
+        self.shuffle, self.shuffle_buffer, self.seed = shuffle, shuffle_buffer, seed
+        self.keep_ids = keep_ids
+        self.encoded = encoded  # yield raw JPEG bytes for decoding on the GPU
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self._label_cache: dict[tuple[float, float], list[int] | None] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _position(self) -> tuple[int, int]:
+        rank, world = distributed_position()
+        if self.rank is not None:
+            rank, world = self.rank, self.world_size or 1
+        return rank, world
+
+    def samples_per_rank(self) -> int:
+        """Samples one rank yields per epoch before subset filtering (equal on every rank under DDP)."""
+        _, world = self._position()
+        total = int(self.index["samples"])
+        return total // world if world > 1 else total
+
+    def __len__(self) -> int:
+        return self.samples_per_rank()
+
+    def _labels(self, meta: dict) -> list[int] | None:
+        if self.stored_labels_valid:
+            return meta["labels"]
+        key = (meta["lat"], meta["lon"])
+        if key not in self._label_cache:
+            self._label_cache[key] = labels_for(self.partitionings, meta["lat"], meta["lon"])
+        return self._label_cache[key]
+
+    def _reader_plan(self) -> tuple[list[str], int, int, int | None]:
+        """(shard names, sample stride, sample offset, quota) for this reader."""
+        rank, world = self._position()
+        worker, workers = worker_position()
+        readers, reader = world * workers, rank * workers + worker
+        shards = [s["name"] for s in self.index["shards"] if s["count"] > 0]
+        if self.shuffle:
+            random.Random(self.seed + self.epoch).shuffle(shards)
+        quota = None
+        if world > 1:
+            per_rank = int(self.index["samples"]) // world
+            quota = per_rank // workers + (1 if worker < per_rank % workers else 0)
+        if len(shards) >= readers:
+            return shards[reader::readers], 1, 0, quota
+        return shards, readers, reader, quota
+
+    def _raw_samples(self) -> Iterator[tuple[bytes, dict]]:
+        shards, stride, offset, quota = self._reader_plan()
+        if not shards:
+            return
+        yielded, position, rounds = 0, 0, 0
+        while True:
+            for name in shards:
+                for jpeg, meta in iterate_tar_samples(self.folder / name):
+                    position += 1
+                    if (position - 1) % stride != offset:
+                        continue
+                    if quota is not None and yielded >= quota:
+                        return
+                    yielded += 1
+                    yield jpeg, meta
+            rounds += 1
+            # Cycle only to fill the DDP quota, and stop if a pass yields nothing (avoids an endless loop).
+            if quota is None or yielded >= quota or yielded == 0:
+                return
+
+    def _shuffled(self, samples: Iterator) -> Iterator:
+        if not self.shuffle or self.shuffle_buffer <= 1:
+            yield from samples
+            return
+        rank, _ = self._position()
+        worker, _ = worker_position()
+        rng = random.Random((self.seed + self.epoch) * 1_000_003 + rank * 1000 + worker)
+        buffer = []
+        for sample in samples:
+            if len(buffer) < self.shuffle_buffer:
+                buffer.append(sample)
+                continue
+            i = rng.randrange(len(buffer))
+            buffer[i], sample = sample, buffer[i]
+            yield sample
+        rng.shuffle(buffer)
+        yield from buffer
+
+    def __iter__(self):
+        for jpeg, meta in self._shuffled(self._raw_samples()):
+            if self.keep_ids is not None and meta["id"] not in self.keep_ids:
+                continue
+            labels = self._labels(meta)
+            if labels is None:
+                continue
+            target = torch.tensor(labels, dtype=torch.long)
+            if self.encoded:
+                item = torch.frombuffer(bytearray(jpeg), dtype=torch.uint8)
+            else:
+                image = Image.open(io.BytesIO(jpeg)).convert("RGB")
+                item = self.transform(image) if self.transform is not None else image
+            yield item, target, float(meta["lat"]), float(meta["lon"]), meta["id"]
+
+
+def collate_samples(batch):
+    """Stack images (or keep a list of encoded JPEGs), labels [B, P], coordinates [B], ids list."""
+    items, targets, lats, lons, ids = zip(*batch)
+    images = list(items) if items[0].dtype == torch.uint8 and items[0].dim() == 1 else torch.stack(items)
+    return (images, torch.stack(targets), torch.tensor(lats, dtype=torch.float64),
+            torch.tensor(lons, dtype=torch.float64), list(ids))
+
+
+def train_transform(size: int = 224, scale: tuple[float, float] = (0.66, 1.0)):
+    """The paper's PyTorch augmentation: random resized crop (scale 0.66-1) and horizontal flip."""
+    from torchvision import transforms
+    return transforms.Compose([
+        transforms.RandomResizedCrop(size, scale=scale),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def eval_transform(size: int = 224):
+    """Resize the short side to 256/224 of the crop size, then centre crop (the paper's validation transform)."""
+    from torchvision import transforms
+    return transforms.Compose([
+        transforms.Resize(int(math.floor(size * 256 / 224))),
+        transforms.CenterCrop(size),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def decode_batch(encoded: list[torch.Tensor], *, device: str | torch.device, size: int = 224,
+                 train: bool = True, scale: tuple[float, float] = (0.66, 1.0)) -> torch.Tensor:
+    """Decode JPEG bytes with torchvision.io.decode_jpeg on `device` (nvJPEG on CUDA) and augment there.
+
+    This removes the CPU decode bottleneck on a GPU machine; the augmentation matches `train_transform` /
+    `eval_transform`.
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg
+    from torchvision.transforms import v2
+    from torchvision.transforms.v2 import functional as F
+
+    images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1)
+    out = []
+    for image in images:
+        if train:
+            top, left, h, w = v2.RandomResizedCrop.get_params(image, scale=list(scale), ratio=[3 / 4, 4 / 3])
+            image = F.resized_crop(image, top, left, h, w, [size, size], antialias=True)
+            if torch.rand(()) < 0.5:
+                image = F.horizontal_flip(image)
+        else:
+            image = F.center_crop(F.resize(image, [int(size * 256 / 224)], antialias=True), [size, size])
+        out.append(image)
+    batch = torch.stack(out).float().div_(255)
+    return (batch - mean) / std
+
+
+def bytes_per_image(folder: str | Path) -> float:
+    index = read_index(folder)
+    return index["bytes"] / index["samples"] if index["samples"] else float("nan")
+
+
+def label_counts(folder: str | Path, num_classes: Sequence[int]) -> list[np.ndarray]:
+    """Images per class for each partitioning, from the labels stored in the shards."""
+    index = read_index(folder)
+    counts = [np.zeros(n, dtype=np.int64) for n in num_classes]
+    for shard in index["shards"]:
+        for _, meta in iterate_tar_samples(Path(folder) / shard["name"]):
+            for p, label in enumerate(meta["labels"]):
+                counts[p][label] += 1
+    return counts
+
+
+def held_out(image_id: str, fraction: float) -> bool:
+    """Deterministic split by a hash of the id, so re-running preprocessing keeps the same validation images."""
+    if fraction <= 0:
+        return False
+    digest = hashlib.sha1(image_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+
+
+def preprocess_photos(photos: Iterable, output: str | Path, *, partitionings: Sequence[Partitioning] = (),
+                      val_fraction: float = 0.0, samples_per_shard: int = SAMPLES_PER_SHARD,
+                      short_side: int = SHORT_SIDE, quality: int = JPEG_QUALITY, source_report=None,
+                      progress: bool = False) -> dict[str, ShardWriteReport]:
+    """Write `output/train` (and `output/val` with a hashed `val_fraction` of the ids) from (image, lat, lon, id)."""
+    output = Path(output)
+    options = dict(samples_per_shard=samples_per_shard, partitionings=partitionings, short_side=short_side,
+                   quality=quality)
+    writers = {"train": ShardWriter(output / "train", **options)}
+    if val_fraction > 0:
+        writers["val"] = ShardWriter(output / "val", **options)
+    if progress:
+        from tqdm import tqdm
+        photos = tqdm(photos, desc="preprocess", unit="img")
+    for image, lat, lon, image_id in photos:
+        split = "val" if held_out(image_id, val_fraction) else "train"
+        writers[split].add(image, lat, lon, image_id)
+    report_dict = source_report.as_dict() if source_report is not None else None
+    return {split: writer.close(source_report=report_dict) for split, writer in writers.items()}
