@@ -1,0 +1,267 @@
+"""Upload analysis, the writing side: create an analysis from an upload, claim queued ones for a worker, run them
+through the engine while storing and publishing their events, re-queue jobs of dead workers, delete.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import connection, transaction
+from django.db.models import F
+from django.urls import reverse
+from django.utils import timezone
+
+from predictor import events, images
+from predictor.models import Analysis
+
+logger = logging.getLogger(__name__)
+
+# Set when an analysis is created, so that an embedded worker waiting in this process starts at once.
+analysis_created = threading.Event()
+
+
+class UploadRefused(Exception):
+    """The upload is refused for a reason other than the photo itself (paused, over quota)."""
+
+    def __init__(self, message: str, *, status: int):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class AnalysisGone(Exception):
+    """The analysis was deleted or taken over by another worker while this one worked on it."""
+
+
+def create_analysis(*, owner, data: bytes) -> Analysis:
+    """Check and clean the photo, store the clean copy and a thumbnail, and queue the analysis.
+
+    Raises `images.RejectedImage` or `UploadRefused`; in both cases nothing is stored.
+    """
+    if not settings.UPLOADS_ENABLED:
+        raise UploadRefused("Photo analysis is paused at the moment. Please try again later.", status=503)
+    quota = settings.UPLOAD_DAILY_QUOTA
+    if quota > 0:
+        since = timezone.now() - timedelta(days=1)
+        if Analysis.objects.filter(owner=owner, created_at__gte=since).count() >= quota:
+            raise UploadRefused(f"You have analysed {quota} photos in the last 24 hours, the daily limit. "
+                                "Please try again tomorrow.", status=429)
+    clean = images.clean_upload(data)
+    stored: list[str] = []
+    try:
+        image_name = default_storage.save(_new_name("photo", "jpg"), ContentFile(clean.jpeg))
+        stored.append(image_name)
+        thumbnail_name = default_storage.save(_new_name("thumb", "jpg"), ContentFile(clean.thumbnail))
+        stored.append(thumbnail_name)
+        analysis = Analysis.objects.create(
+            owner=owner, image=image_name, thumbnail=thumbnail_name, original_sha256=clean.sha256,
+            original_format=clean.source_format, original_width=clean.source_width,
+            original_height=clean.source_height,
+        )
+    except BaseException:
+        for name in stored:
+            default_storage.delete(name)
+        raise
+    transaction.on_commit(analysis_created.set)
+    return analysis
+
+
+def _new_name(kind: str, extension: str) -> str:
+    return f"analyses/{kind}/{uuid.uuid4().hex}.{extension}"
+
+
+def delete_analysis(*, analysis: Analysis) -> None:
+    """Delete the row and every file of it: the photo, the thumbnail and the activation map."""
+    names = [f.name for f in (analysis.image, analysis.thumbnail, analysis.cam) if f]
+    Analysis.objects.filter(pk=analysis.pk).delete()
+    for name in names:
+        default_storage.delete(name)
+
+
+# --- the worker's side ---------------------------------------------------------------------------------------
+
+def claim_analyses(*, worker_id: str, limit: int) -> list[Analysis]:
+    """Atomically take up to `limit` queued analyses, oldest first, for `worker_id`; each goes to one worker only."""
+    token = uuid.uuid4().hex
+    now = timezone.now()
+    claim = dict(status=Analysis.Status.RUNNING, worker_id=worker_id, claim_token=token, heartbeat_at=now,
+                 started_at=now, attempts=F("attempts") + 1)
+    queued = Analysis.objects.filter(status=Analysis.Status.QUEUED).order_by("created_at", "id")
+    if connection.features.has_select_for_update_skip_locked:
+        with transaction.atomic():
+            ids = list(queued.select_for_update(skip_locked=True).values_list("pk", flat=True)[:limit])
+            Analysis.objects.filter(pk__in=ids).update(**claim)
+    else:
+        # SQLite has no row locks: the conditional UPDATE is atomic, so a row another worker took first is skipped.
+        ids = list(queued.values_list("pk", flat=True)[:limit])
+        Analysis.objects.filter(pk__in=ids, status=Analysis.Status.QUEUED).update(**claim)
+    return list(Analysis.objects.filter(claim_token=token).order_by("created_at", "id"))
+
+
+def heartbeat(*, analyses: list[Analysis]) -> int:
+    """Tell other workers that these claims are alive; returns how many are still held."""
+    tokens = {a.claim_token for a in analyses}
+    return Analysis.objects.filter(claim_token__in=tokens, status=Analysis.Status.RUNNING).update(
+        heartbeat_at=timezone.now())
+
+
+def requeue_stale(*, timeout_s: float) -> int:
+    """Give the jobs of workers silent for `timeout_s` back to the queue (or fail them after too many tries)."""
+    cutoff = timezone.now() - timedelta(seconds=timeout_s)
+    stale = Analysis.objects.filter(status=Analysis.Status.RUNNING, heartbeat_at__lt=cutoff)
+    count = 0
+    for analysis in stale:
+        if analysis.attempts >= settings.WORKER_MAX_ATTEMPTS:
+            try:
+                _fail(analysis, "The analysis was interrupted several times and was stopped. Please upload the "
+                                "photo again.", expected_token=analysis.claim_token)
+            except AnalysisGone:
+                continue
+        else:
+            updated = Analysis.objects.filter(pk=analysis.pk, claim_token=analysis.claim_token,
+                                              status=Analysis.Status.RUNNING).update(
+                status=Analysis.Status.QUEUED, worker_id="", claim_token="", heartbeat_at=None)
+            if not updated:
+                continue
+            logger.warning("re-queued analysis %s of silent worker %s", analysis.pk, analysis.worker_id)
+        count += 1
+    if count:
+        analysis_created.set()
+    return count
+
+
+def run_analyses(*, analyses: list[Analysis]) -> None:
+    """Run claimed analyses through the engine as one batch and stream each one's events in order."""
+    from predictor.inference import get_engine, get_model
+
+    if not analyses:
+        return
+    try:
+        engine = get_engine()
+        model = get_model()
+    except Exception as error:  # noqa: BLE001 - every claimed job must end in a state the user can see
+        logger.exception("no inference engine")
+        for analysis in analyses:
+            _fail_quietly(analysis, f"The model is not available: {error}")
+        return
+    # On a GPU the engine decodes JPEG bytes itself (nvJPEG); on a CPU the photo is decoded once, here.
+    gpu_decode = bool(getattr(engine, "gpu_decode", False))
+    sources, ready, read_ms = [], [], []
+    for analysis in analyses:
+        start = time.perf_counter()
+        try:
+            with default_storage.open(analysis.image.name, "rb") as handle:
+                data = handle.read()
+            sources.append(data if gpu_decode else images.open_stored(data))
+        except images.RejectedImage as error:
+            _fail_quietly(analysis, error.message)
+            continue
+        except OSError:
+            _fail_quietly(analysis, "The stored photo is missing. Please upload it again.")
+            continue
+        ready.append(analysis)
+        read_ms.append((time.perf_counter() - start) * 1000)
+    if not ready:
+        return
+    start = time.perf_counter()
+    predictions = engine.predict_many(sources, cam=True)
+    batch_ms = (time.perf_counter() - start) * 1000
+    for analysis, source, prediction, read in zip(ready, sources, predictions, read_ms):
+        if isinstance(prediction, Exception):
+            logger.warning("analysis %s: the engine refused the photo: %s", analysis.pk, prediction)
+            _fail_quietly(analysis, "The model could not analyse this photo. Please try another one.")
+            continue
+        timings = {"read_ms": read, "batch_ms": batch_ms, "batch_size": len(ready)}
+        try:
+            _stream(analysis, prediction, photo=source, model=model, timings=timings)
+        except AnalysisGone:
+            logger.info("analysis %s went away while running", analysis.pk)
+        except Exception:  # noqa: BLE001
+            logger.exception("analysis %s failed while its results were prepared", analysis.pk)
+            _fail_quietly(analysis, "Something went wrong while the results were prepared. Please try again.")
+
+
+def _stream(analysis: Analysis, prediction, *, photo, model, timings: dict) -> None:
+    start = time.perf_counter()
+    Analysis.objects.filter(pk=analysis.pk).update(model_name=prediction.model_name,
+                                                   untrained=bool(prediction.untrained))
+    _emit(analysis, events.scene_event(prediction))
+    _emit(analysis, events.partitions_event(prediction))
+    _emit(analysis, events.heatmap_event(prediction, list(model.partitionings)))
+    estimate = _emit(analysis, events.estimate_event(prediction))
+    _emit(analysis, events.cam_event(_store_cam(analysis, photo, prediction.cam)))
+    timings = {**timings, **{f"model_{k}": v for k, v in prediction.timings_ms.items()},
+               "events_ms": (time.perf_counter() - start) * 1000}
+    created = analysis.created_at
+    now = timezone.now()
+    if analysis.started_at:
+        timings["queued_ms"] = (analysis.started_at - created).total_seconds() * 1000
+    timings["total_ms"] = (now - created).total_seconds() * 1000
+    summary = {"lat": estimate["lat"], "lon": estimate["lon"], "label": estimate["label"],
+               "confidence": estimate["confidence"], "radius_km": estimate["radius_km"],
+               "concept": prediction.scene.concept, "model_name": prediction.model_name,
+               "untrained": bool(prediction.untrained)}
+    # The final state is stored before `done` is sent, so whoever hears `done` can rely on the database.
+    _emit(analysis, events.done_event(timings), status=Analysis.Status.DONE,
+          extra={"timings": timings, "finished_at": now}, summary=summary)
+
+
+def _emit(analysis: Analysis, event: dict, *, status: str | None = None, extra: dict | None = None,
+          summary: dict | None = None, expected_token: str | None = None) -> dict:
+    """Append the event to the stored list (numbered), then publish it. Raises AnalysisGone if the claim is lost."""
+    token = analysis.claim_token if expected_token is None else expected_token
+    stored = analysis.result.get("events", [])
+    event = {**event, "seq": len(stored) + 1, "analysis": analysis.pk}
+    result = {**analysis.result, "events": [*stored, event]}
+    if summary is not None:
+        result["summary"] = summary
+    fields = {"result": result, "stage": event["type"], "heartbeat_at": timezone.now(), **(extra or {})}
+    if status:
+        fields["status"] = status
+    updated = Analysis.objects.filter(pk=analysis.pk, claim_token=token,
+                                      status=Analysis.Status.RUNNING).update(**fields)
+    if not updated:
+        raise AnalysisGone(analysis.pk)
+    analysis.result = result
+    for name, value in fields.items():
+        setattr(analysis, name, value)
+    try:
+        events.publish(analysis_id=analysis.pk, event=event)
+    except Exception:  # noqa: BLE001 - the page catches up from the database on its next (re)connect
+        logger.exception("could not publish %s of analysis %s", event["type"], analysis.pk)
+    return event
+
+
+def _fail(analysis: Analysis, message: str, *, expected_token: str | None = None) -> None:
+    _emit(analysis, events.error_event(message), status=Analysis.Status.FAILED,
+          extra={"error_message": message, "finished_at": timezone.now()}, expected_token=expected_token)
+
+
+def _fail_quietly(analysis: Analysis, message: str) -> None:
+    try:
+        _fail(analysis, message)
+    except AnalysisGone:
+        pass
+
+
+def _store_cam(analysis: Analysis, photo, cam) -> str | None:
+    if cam is None:
+        return None
+    size = images.stored_size(photo) if isinstance(photo, bytes) else photo.size
+    png = images.activation_overlay_png(size, cam)
+    name = default_storage.save(_new_name("cam", "png"), ContentFile(png))
+    updated = Analysis.objects.filter(pk=analysis.pk, claim_token=analysis.claim_token).update(cam=name)
+    if not updated:
+        default_storage.delete(name)
+        raise AnalysisGone(analysis.pk)
+    old = analysis.cam.name if analysis.cam else ""
+    if old and old != name:
+        default_storage.delete(old)  # a re-run after a dead worker replaces the earlier overlay
+    analysis.cam = name
+    return reverse("analysis-cam", args=[analysis.pk])

@@ -1,0 +1,163 @@
+"""HTTP views of the predictor app: upload, the live analysis page, the user's analyses, the partition explorer."""
+from __future__ import annotations
+
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import cache_control
+from django.views.decorators.gzip import gzip_page
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from geoweb.ratelimit import limit_by_ip
+from predictor import explorer, images, places, selectors, services
+
+
+@require_GET
+@gzip_page
+@cache_control(public=True, max_age=86400)
+def basemap(request):
+    """Country outlines for the offline basemap that sits under the tile layer."""
+    return HttpResponse(places.basemap_geojson(), content_type="application/geo+json")
+
+
+# --- upload ----------------------------------------------------------------------------------------------------
+
+def _wants_json(request) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+def _upload_error(request, message: str, status: int):
+    if _wants_json(request):
+        return JsonResponse({"error": message}, status=status)
+    return render(request, "predictor/analyze.html", _upload_context(error=message), status=status)
+
+
+def _upload_context(**extra) -> dict:
+    return {"max_mb": f"{settings.UPLOAD_MAX_BYTES / 2**20:.3g}", "max_mp": settings.UPLOAD_MAX_PIXELS // 1_000_000,
+            "uploads_enabled": settings.UPLOADS_ENABLED, "formats": images.FORMAT_NAMES, **extra}
+
+
+@login_required
+@limit_by_ip("upload")
+@require_http_methods(["GET", "POST"])
+def analyze(request):
+    """The upload form; a POST validates the photo, queues the analysis and goes to its live page."""
+    if request.method == "GET":
+        return render(request, "predictor/analyze.html", _upload_context())
+    limit = settings.UPLOAD_MAX_BYTES
+    # Refuse an oversized body from its declared length, before Django reads (and spools) any of it.
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit + 64 * 1024:
+        return _upload_error(request, f"The file is larger than the {limit / 2**20:.3g} MB limit.", 413)
+    upload = request.FILES.get("photo")
+    if upload is None:
+        return _upload_error(request, "Please choose a photo to analyse.", 400)
+    if upload.size > limit:
+        return _upload_error(request, f"The file is larger than the {limit / 2**20:.3g} MB limit.", 413)
+    try:
+        analysis = services.create_analysis(owner=request.user, data=upload.read())
+    except (images.RejectedImage, services.UploadRefused) as refusal:
+        return _upload_error(request, refusal.message, refusal.status)
+    url = reverse("analysis", args=[analysis.pk])
+    if _wants_json(request):
+        return JsonResponse({"id": analysis.pk, "url": url}, status=201)
+    return redirect(url)
+
+
+def _own_analysis(request, analysis_id: int):
+    analysis = selectors.analysis_of(user=request.user, analysis_id=analysis_id)
+    if analysis is None:
+        raise Http404("No such analysis.")
+    return analysis
+
+
+@login_required
+@require_GET
+def analysis_page(request, analysis_id: int):
+    analysis = _own_analysis(request, analysis_id)
+    return render(request, "predictor/analysis.html", {
+        "analysis": analysis,
+        "socket_path": f"/ws/analysis/{analysis.pk}/",
+    })
+
+
+def _private_file(field, content_type: str):
+    if not field or not default_storage.exists(field.name):
+        raise Http404("No such file.")
+    response = FileResponse(default_storage.open(field.name, "rb"), content_type=content_type)
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@login_required
+@require_GET
+def analysis_photo(request, analysis_id: int):
+    return _private_file(_own_analysis(request, analysis_id).image, "image/jpeg")
+
+
+@login_required
+@require_GET
+def analysis_thumbnail(request, analysis_id: int):
+    return _private_file(_own_analysis(request, analysis_id).thumbnail, "image/jpeg")
+
+
+@login_required
+@require_GET
+def analysis_cam(request, analysis_id: int):
+    return _private_file(_own_analysis(request, analysis_id).cam, "image/png")
+
+
+@login_required
+@require_GET
+def my_analyses(request):
+    return render(request, "predictor/my_analyses.html", {"analyses": selectors.analyses_of(user=request.user)})
+
+
+@login_required
+@require_POST
+def delete_analysis(request, analysis_id: int):
+    services.delete_analysis(analysis=_own_analysis(request, analysis_id))
+    if _wants_json(request):
+        return JsonResponse({"deleted": analysis_id})
+    return redirect("my-analyses")
+
+
+# --- explorers -------------------------------------------------------------------------------------------------
+
+@require_GET
+def partition_explorer(request):
+    try:
+        names = explorer.partitioning_names()
+        error = None
+    except explorer.NoPartitionings as missing:
+        names, error = [], str(missing)
+    return render(request, "predictor/partitions.html", {"names": names, "error": error})
+
+
+@require_GET
+@gzip_page
+def partition_cells(request, name: str):
+    try:
+        data = explorer.partitioning_geojson(name=name)
+    except explorer.NoPartitionings as missing:
+        return JsonResponse({"error": str(missing)}, status=404)
+    except KeyError:
+        return JsonResponse({"error": f"No partitioning named {name!r} in the active model."}, status=404)
+    response = HttpResponse(data, content_type="application/geo+json")
+    response["Cache-Control"] = "private, max-age=300"
+    return response
+
+
+@login_required
+@require_GET
+def game_image_explorer(request):
+    return render(request, "predictor/game_images.html", {
+        "points": explorer.game_image_points(user=request.user),
+    })

@@ -1,0 +1,70 @@
+"""The whole upload flow in Chromium against the live server and its embedded worker with the tiny bundle."""
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from predictor import registry
+from predictor.models import Analysis
+from tests.conftest import browser_login
+
+
+def photo_with_gps() -> bytes:
+    image = Image.new("RGB", (640, 480), (90, 140, 200))
+    image.paste((40, 120, 40), (0, 300, 640, 480))
+    exif = Image.Exif()
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)}
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def wait_for_result(page):
+    page.wait_for_selector("#analysis-root[data-stage=done]", timeout=60_000)
+    assert page.is_visible("#scene") and page.is_visible("#estimate")
+    assert page.locator("#s3-bars .bar-row").count() == 3
+    assert page.locator("#places365 li").count() == 5
+    return {
+        "cells": page.locator("path.heat-cell").count(),
+        "estimate": page.inner_text("#estimate-label"),
+        "candidates": page.locator("#candidates li").all_inner_texts(),
+        "s3": page.locator("#s3-bars").inner_text(),
+    }
+
+
+@pytest.mark.browser
+def test_upload_stream_reload_and_delete(live_settings, page, transactional_db, django_user_model, tiny_bundle):
+    registry.install_bundle(tiny_bundle, replace=True)  # into the live server's MODEL_DIR
+    django_user_model.objects.create_user(username="uma", password="a-long-test-password-4")
+    base = live_settings.url
+    browser_login(page, base, "uma", "a-long-test-password-4")
+    page.wait_for_selector("text=uma")
+    page.click("text=Analyze")
+    assert "GPS" in page.inner_text("#privacy-notice")
+    page.set_input_files("#photo-input", files=[{"name": "holiday.jpg", "mimeType": "image/jpeg",
+                                                 "buffer": photo_with_gps()}])
+    page.click("#upload-button")
+    page.wait_for_url(f"{base}/analyze/*/")
+    first = wait_for_result(page)
+    assert first["cells"] > 0 and first["estimate"] and len(first["candidates"]) == 5
+    assert page.is_visible("#untrained-banner")
+    assert page.locator(".leaflet-marker-icon.shape-triangle").count() == 1
+    assert page.locator("path.confidence-circle").count() == 1
+    page.wait_for_function("document.getElementById('cam').naturalWidth > 0")
+
+    page.reload()
+    assert wait_for_result(page) == first
+
+    analysis = Analysis.objects.get()
+    files = [analysis.image.name, analysis.thumbnail.name, analysis.cam.name]
+    assert all((live_settings.media_root / name).exists() for name in files)
+    page.click("text=My analyses")
+    page.wait_for_selector(f"tr[data-analysis='{analysis.pk}'] img.thumb")
+    assert first["estimate"] in page.inner_text(f"tr[data-analysis='{analysis.pk}']")
+    page.click(f"tr[data-analysis='{analysis.pk}'] button:has-text('Delete')")
+    page.wait_for_selector("#no-analyses")
+    assert not Analysis.objects.exists()
+    assert not any((live_settings.media_root / name).exists() for name in files)
+    assert page.js_errors == []
