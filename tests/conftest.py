@@ -26,6 +26,14 @@ def pytest_configure(config):
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    # Once the session's Playwright has started, its event loop runs in the main thread, and a sync test that
+    # calls an async view through Django's test client fails ("cannot use AsyncToSync ..."). So every test that
+    # drives the browser runs after all the others (pytest-django's database grouping is kept within each part).
+    items.sort(key=lambda item: "browser" in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The read-only reference data beside the repository (../shared/data)."""
