@@ -239,3 +239,16 @@ UPLOAD_DAILY_QUOTA = env_int("GEOWEB_UPLOAD_DAILY_QUOTA", 50)  # analyses per us
 WORKER_BATCH = env_int("GEOWEB_WORKER_BATCH", 32)  # analyses claimed at once
 WORKER_POLL_S = float(os.environ.get("GEOWEB_WORKER_POLL_S", "2"))
 WORKER_MAX_ATTEMPTS = env_int("GEOWEB_WORKER_MAX_ATTEMPTS", 3)  # re-queues after a dead worker before giving up
+
+# --- Responsible use of uploads (predictor/policy.py, docs/responsible-use.md) ---
+# How precise an upload's answer may be: "country", "region" (coarse cells, country/region names) or "fine".
+UPLOAD_GRANULARITY = os.environ.get("GEOWEB_UPLOAD_GRANULARITY", "region").strip().lower()
+if UPLOAD_GRANULARITY not in ("country", "region", "fine"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("GEOWEB_UPLOAD_GRANULARITY must be country, region or fine")
+UPLOAD_STAFF_FINE = env_bool("GEOWEB_UPLOAD_STAFF_FINE", False)  # staff see fine results of their own uploads
+UPLOAD_COARSEN_INDOOR = env_bool("GEOWEB_UPLOAD_COARSEN_INDOOR", True)  # indoor scenes: country level only
+UPLOAD_FACE_DETECTION = env_bool("GEOWEB_UPLOAD_FACE_DETECTION", True)  # faces found: country level only
+TERMS_VERSION = os.environ.get("GEOWEB_TERMS_VERSION", "2026-11")  # a new version asks everyone to accept again
+ABUSE_REPORT_EMAIL = os.environ.get("GEOWEB_ABUSE_EMAIL", "abuse@localhost")

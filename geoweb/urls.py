@@ -13,6 +13,7 @@ urlpatterns = [
     path("accounts/login/", limit_by_ip("login")(auth_views.LoginView.as_view()), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/signup/", accounts.signup, name="signup"),
+    path("accounts/delete/", predictor_views.delete_account, name="account-delete"),
     path("healthz", health.healthz, name="healthz"),
     path("basemap/countries.geojson", predictor_views.basemap, name="basemap"),
     path("", include("predictor.urls")),

@@ -38,6 +38,11 @@ class Analysis(models.Model):
     original_height = models.PositiveIntegerField(default=0)
 
     timings = models.JSONField(default=dict, blank=True)  # milliseconds per step
+    # Responsible use (docs/responsible-use.md): whether the owner asked to keep the photo after the analysis, the
+    # granularity the stored result was limited to, and why it was coarsened below the configured level.
+    keep_photo = models.BooleanField(default=False)
+    granularity = models.CharField(max_length=10, blank=True)
+    coarsening_reason = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -71,3 +76,59 @@ class Analysis(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in (self.Status.DONE, self.Status.FAILED)
+
+
+class TermsAcceptance(models.Model):
+    """A user's acceptance of the terms of use for uploads, with when and which version."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="terms_acceptance")
+    version = models.CharField(max_length=20)
+    accepted_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} accepted terms {self.version} at {self.accepted_at:%Y-%m-%d %H:%M}"
+
+
+class SiteSettings(models.Model):
+    """The one row of settings staff change at run time in the admin (OR'ed with the environment settings)."""
+
+    uploads_paused = models.BooleanField(
+        default=False, help_text="Pause photo uploads for everyone. Uploads are also off while the "
+                                 "GEOWEB_UPLOADS_ENABLED setting is off.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "site settings"
+
+    def __str__(self) -> str:
+        return "Site settings"
+
+    def save(self, *args, **kwargs):
+        self.pk = 1  # a singleton: every save writes the same row
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def load(cls) -> "SiteSettings":
+        return cls.objects.get_or_create(pk=1)[0]
+
+
+class UploadAudit(models.Model):
+    """One row per accepted upload, kept after the analysis and the photo are deleted: who, when, which image (by
+    hash), which model, and how precise the answer was allowed to be."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="upload_audits")
+    username = models.CharField(max_length=150)  # kept when the account is deleted
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    image_sha256 = models.CharField(max_length=64, db_index=True)
+    analysis_id = models.BigIntegerField(null=True, blank=True)
+    model_name = models.CharField(max_length=120, blank=True)
+    granularity = models.CharField(max_length=10, blank=True)
+    coarsening_reason = models.CharField(max_length=200, blank=True)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Upload by {self.username} at {self.created_at:%Y-%m-%d %H:%M}"

@@ -17,8 +17,8 @@ from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
-from predictor import events, images
-from predictor.models import Analysis
+from predictor import events, granularity, images, policy
+from predictor.models import Analysis, UploadAudit
 
 logger = logging.getLogger(__name__)
 
@@ -39,17 +39,19 @@ class AnalysisGone(Exception):
     """The analysis was deleted or taken over by another worker while this one worked on it."""
 
 
-def create_analysis(*, owner, data: bytes) -> Analysis:
-    """Check and clean the photo, store the clean copy and a thumbnail, and queue the analysis.
+def create_analysis(*, owner, data: bytes, keep_photo: bool = False, client_ip: str | None = None) -> Analysis:
+    """Check and clean the photo, store the clean copy and a thumbnail, queue the analysis and audit the upload.
 
+    The photo and thumbnail are deleted once the analysis ends unless `keep_photo`.
     Raises `images.RejectedImage` or `UploadRefused`; in both cases nothing is stored.
     """
-    if not settings.UPLOADS_ENABLED:
+    if not policy.uploads_enabled():
         raise UploadRefused("Photo analysis is paused at the moment. Please try again later.", status=503)
     quota = settings.UPLOAD_DAILY_QUOTA
     if quota > 0:
         since = timezone.now() - timedelta(days=1)
-        if Analysis.objects.filter(owner=owner, created_at__gte=since).count() >= quota:
+        # Counted from the audit log, so deleting analyses does not give uploads back.
+        if UploadAudit.objects.filter(user=owner, created_at__gte=since).count() >= quota:
             raise UploadRefused(f"You have analysed {quota} photos in the last 24 hours, the daily limit. "
                                 "Please try again tomorrow.", status=429)
     clean = images.clean_upload(data)
@@ -62,8 +64,10 @@ def create_analysis(*, owner, data: bytes) -> Analysis:
         analysis = Analysis.objects.create(
             owner=owner, image=image_name, thumbnail=thumbnail_name, original_sha256=clean.sha256,
             original_format=clean.source_format, original_width=clean.source_width,
-            original_height=clean.source_height,
+            original_height=clean.source_height, keep_photo=bool(keep_photo),
         )
+        UploadAudit.objects.create(user=owner, username=owner.get_username(), image_sha256=clean.sha256,
+                                   analysis_id=analysis.pk, client_ip=client_ip or None)
     except BaseException:
         for name in stored:
             default_storage.delete(name)
@@ -80,6 +84,38 @@ def delete_analysis(*, analysis: Analysis) -> None:
     """Delete the row and every file of it: the photo, the thumbnail and the activation map."""
     names = [f.name for f in (analysis.image, analysis.thumbnail, analysis.cam) if f]
     Analysis.objects.filter(pk=analysis.pk).delete()
+    for name in names:
+        default_storage.delete(name)
+
+
+def delete_all_analyses(*, owner) -> int:
+    """Delete every analysis of `owner` with all its files; returns how many there were."""
+    count = 0
+    for analysis in list(Analysis.objects.filter(owner=owner)):
+        delete_analysis(analysis=analysis)
+        count += 1
+    return count
+
+
+def delete_account(*, user) -> None:
+    """Delete the user's uploads (rows and files) and then the account. Audit rows stay, without the account."""
+    delete_all_analyses(owner=user)
+    user.delete()
+
+
+def analysis_files(analysis: Analysis) -> list[str]:
+    return [f.name for f in (analysis.image, analysis.thumbnail, analysis.cam) if f]
+
+
+def _discard_photo(analysis: Analysis) -> None:
+    """Retention: once an analysis ends, its photo and thumbnail go unless the owner asked to keep them."""
+    if analysis.keep_photo:
+        return
+    names = [f.name for f in (analysis.image, analysis.thumbnail) if f]
+    if not names:
+        return
+    Analysis.objects.filter(pk=analysis.pk).update(image="", thumbnail="")
+    analysis.image, analysis.thumbnail = "", ""
     for name in names:
         default_storage.delete(name)
 
@@ -187,14 +223,40 @@ def run_analyses(*, analyses: list[Analysis]) -> None:
             _fail_quietly(analysis, "Something went wrong while the results were prepared. Please try again.")
 
 
+def _granularity(analysis: Analysis, prediction, photo) -> tuple[str, str]:
+    """The level this analysis' answer is limited to, and why it is coarser than configured (or "")."""
+    level = policy.level_for(analysis.owner)
+    faces = None
+    if settings.UPLOAD_FACE_DETECTION:
+        from predictor import faces as face_detector
+
+        try:
+            image = images.open_stored(photo) if isinstance(photo, bytes) else photo
+            faces = face_detector.count_faces(image)
+        except Exception:  # noqa: BLE001 - without a working check the photo is treated as showing people
+            logger.exception("analysis %s: face detection failed", analysis.pk)
+    reasons = policy.sensitive_reasons(concept=prediction.scene.concept, faces=faces)
+    if reasons:
+        level = policy.coarser(level, policy.COUNTRY)
+    reason = ("Shown at country level because " + " and ".join(reasons) + ".") if reasons else ""
+    return level, reason
+
+
 def _stream(analysis: Analysis, prediction, *, photo, model, timings: dict) -> None:
     start = time.perf_counter()
+    level, reason = _granularity(analysis, prediction, photo)
     Analysis.objects.filter(pk=analysis.pk).update(model_name=prediction.model_name,
-                                                   untrained=bool(prediction.untrained))
-    _emit(analysis, events.scene_event(prediction))
-    _emit(analysis, events.partitions_event(prediction))
-    _emit(analysis, events.heatmap_event(prediction, list(model.partitionings)))
-    estimate = _emit(analysis, events.estimate_event(prediction))
+                                                   untrained=bool(prediction.untrained), granularity=level,
+                                                   coarsening_reason=reason)
+    analysis.granularity, analysis.coarsening_reason = level, reason
+    UploadAudit.objects.filter(analysis_id=analysis.pk).update(model_name=prediction.model_name, granularity=level,
+                                                               coarsening_reason=reason)
+    # Everything that carries a location goes through the limiter before it is stored or sent.
+    limiter = granularity.Limiter(prediction, list(model.partitionings), level)
+    _emit(analysis, {**events.scene_event(prediction), "granularity": level, "coarsening_reason": reason})
+    _emit(analysis, limiter.partitions_event())
+    _emit(analysis, limiter.heatmap_event())
+    estimate = _emit(analysis, {**limiter.estimate_event(), "coarsening_reason": reason})
     _emit(analysis, events.cam_event(_store_cam(analysis, photo, prediction.cam)))
     timings = {**timings, **{f"model_{k}": v for k, v in prediction.timings_ms.items()},
                "events_ms": (time.perf_counter() - start) * 1000}
@@ -206,7 +268,8 @@ def _stream(analysis: Analysis, prediction, *, photo, model, timings: dict) -> N
     summary = {"lat": estimate["lat"], "lon": estimate["lon"], "label": estimate["label"],
                "confidence": estimate["confidence"], "radius_km": estimate["radius_km"],
                "concept": prediction.scene.concept, "model_name": prediction.model_name,
-               "untrained": bool(prediction.untrained)}
+               "untrained": bool(prediction.untrained), "granularity": level, "coarsening_reason": reason}
+    _discard_photo(analysis)
     # The final state is stored before `done` is sent, so whoever hears `done` can rely on the database.
     _emit(analysis, events.done_event(timings), status=Analysis.Status.DONE,
           extra={"timings": timings, "finished_at": now}, summary=summary)
@@ -241,6 +304,7 @@ def _emit(analysis: Analysis, event: dict, *, status: str | None = None, extra: 
 def _fail(analysis: Analysis, message: str, *, expected_token: str | None = None) -> None:
     _emit(analysis, events.error_event(message), status=Analysis.Status.FAILED,
           extra={"error_message": message, "finished_at": timezone.now()}, expected_token=expected_token)
+    _discard_photo(analysis)
 
 
 def _fail_quietly(analysis: Analysis, message: str) -> None:

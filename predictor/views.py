@@ -12,8 +12,8 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.gzip import gzip_page
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from geoweb.ratelimit import limit_by_ip
-from predictor import explorer, images, places, selectors, services
+from geoweb.ratelimit import client_ip, limit_by_ip
+from predictor import explorer, images, places, policy, selectors, services
 
 
 @require_GET
@@ -33,12 +33,38 @@ def _wants_json(request) -> bool:
 def _upload_error(request, message: str, status: int):
     if _wants_json(request):
         return JsonResponse({"error": message}, status=status)
-    return render(request, "predictor/analyze.html", _upload_context(error=message), status=status)
+    return render(request, "predictor/analyze.html", _upload_context(request, error=message), status=status)
 
 
-def _upload_context(**extra) -> dict:
+def _upload_context(request, **extra) -> dict:
     return {"max_mb": f"{settings.UPLOAD_MAX_BYTES / 2**20:.3g}", "max_mp": settings.UPLOAD_MAX_PIXELS // 1_000_000,
-            "uploads_enabled": settings.UPLOADS_ENABLED, "formats": images.FORMAT_NAMES, **extra}
+            "uploads_enabled": policy.uploads_enabled(), "formats": images.FORMAT_NAMES,
+            "terms_accepted": policy.has_accepted_terms(request.user), "granularity": settings.UPLOAD_GRANULARITY,
+            **extra}
+
+
+TERMS_NEEDED = "Please read and accept the terms of use before you upload a photo."
+
+
+@require_http_methods(["GET", "POST"])
+def terms(request):
+    """The terms of use; a logged-in user accepts them with the checkbox (stored with a timestamp)."""
+    accepted = policy.has_accepted_terms(request.user)
+    error = None
+    if request.method == "POST":
+        if not request.user.is_authenticated:
+            return redirect(f"{reverse('login')}?next={reverse('terms')}")
+        if request.POST.get("accept") == "yes":
+            policy.accept_terms(request.user)
+            target = request.POST.get("next") or ""
+            if not target.startswith("/") or target.startswith("//"):
+                target = reverse("analyze")
+            return redirect(target)
+        error = "Please tick the box to accept the terms."
+    return render(request, "predictor/terms.html", {
+        "accepted": accepted, "error": error, "next": request.GET.get("next", ""),
+        "granularity": settings.UPLOAD_GRANULARITY, "abuse_email": settings.ABUSE_REPORT_EMAIL,
+    }, status=400 if error else 200)
 
 
 @login_required
@@ -47,7 +73,9 @@ def _upload_context(**extra) -> dict:
 def analyze(request):
     """The upload form; a POST validates the photo, queues the analysis and goes to its live page."""
     if request.method == "GET":
-        return render(request, "predictor/analyze.html", _upload_context())
+        return render(request, "predictor/analyze.html", _upload_context(request))
+    if not policy.has_accepted_terms(request.user):
+        return _upload_error(request, TERMS_NEEDED, 403)
     limit = settings.UPLOAD_MAX_BYTES
     # Refuse an oversized body from its declared length, before Django reads (and spools) any of it.
     try:
@@ -62,13 +90,24 @@ def analyze(request):
     if upload.size > limit:
         return _upload_error(request, f"The file is larger than the {limit / 2**20:.3g} MB limit.", 413)
     try:
-        analysis = services.create_analysis(owner=request.user, data=upload.read())
+        analysis = services.create_analysis(owner=request.user, data=upload.read(),
+                                            keep_photo=request.POST.get("keep_photo") in ("on", "yes", "1"),
+                                            client_ip=_ip_or_none(request))
     except (images.RejectedImage, services.UploadRefused) as refusal:
         return _upload_error(request, refusal.message, refusal.status)
     url = reverse("analysis", args=[analysis.pk])
     if _wants_json(request):
         return JsonResponse({"id": analysis.pk, "url": url}, status=201)
     return redirect(url)
+
+
+def _ip_or_none(request) -> str | None:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(client_ip(request)))
+    except ValueError:
+        return None
 
 
 def _own_analysis(request, analysis_id: int):
@@ -85,6 +124,7 @@ def analysis_page(request, analysis_id: int):
     return render(request, "predictor/analysis.html", {
         "analysis": analysis,
         "socket_path": f"/ws/analysis/{analysis.pk}/",
+        "abuse_email": settings.ABUSE_REPORT_EMAIL,
     })
 
 
@@ -127,6 +167,34 @@ def delete_analysis(request, analysis_id: int):
     if _wants_json(request):
         return JsonResponse({"deleted": analysis_id})
     return redirect("my-analyses")
+
+
+@login_required
+@require_POST
+def delete_all_analyses(request):
+    count = services.delete_all_analyses(owner=request.user)
+    if _wants_json(request):
+        return JsonResponse({"deleted": count})
+    return redirect("my-analyses")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def delete_account(request):
+    """Delete the account with every upload, after the password is given again."""
+    error = None
+    if request.method == "POST":
+        if request.user.check_password(request.POST.get("password", "")):
+            from django.contrib.auth import logout
+
+            user = request.user
+            logout(request)
+            services.delete_account(user=user)
+            return redirect("home")
+        error = "The password is not right."
+    return render(request, "registration/delete_account.html", {"error": error,
+                                                                "count": selectors.analyses_of(user=request.user).count()},
+                  status=400 if error else 200)
 
 
 # --- explorers -------------------------------------------------------------------------------------------------

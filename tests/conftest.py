@@ -69,7 +69,12 @@ def jpeg_bytes() -> bytes:
 
 @pytest.fixture
 def user(django_user_model):
-    return django_user_model.objects.create_user(username="alice", password="a-long-test-password-1")
+    """A user who has accepted the upload terms of use (predictor.policy)."""
+    from predictor import policy
+
+    alice = django_user_model.objects.create_user(username="alice", password="a-long-test-password-1")
+    policy.accept_terms(alice)
+    return alice
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import io
 import pytest
 from PIL import Image
 
-from predictor import registry
+from predictor import policy, registry
 from predictor.models import Analysis
 from tests.conftest import browser_login
 
@@ -37,7 +37,8 @@ def wait_for_result(page):
 @pytest.mark.browser
 def test_upload_stream_reload_and_delete(live_settings, page, transactional_db, django_user_model, tiny_bundle):
     registry.install_bundle(tiny_bundle, replace=True)  # into the live server's MODEL_DIR
-    django_user_model.objects.create_user(username="uma", password="a-long-test-password-4")
+    uma = django_user_model.objects.create_user(username="uma", password="a-long-test-password-4")
+    policy.accept_terms(uma)
     base = live_settings.url
     browser_login(page, base, "uma", "a-long-test-password-4")
     page.wait_for_selector("text=uma")
@@ -45,6 +46,7 @@ def test_upload_stream_reload_and_delete(live_settings, page, transactional_db, 
     assert "GPS" in page.inner_text("#privacy-notice")
     page.set_input_files("#photo-input", files=[{"name": "holiday.jpg", "mimeType": "image/jpeg",
                                                  "buffer": photo_with_gps()}])
+    page.check("#keep-photo")  # kept, so that deleting it below can be checked
     page.click("#upload-button")
     page.wait_for_url(f"{base}/analyze/*/")
     first = wait_for_result(page)

@@ -32,6 +32,9 @@ def _no_playwright_loop():
 def tiny_model(tiny_bundle, settings):
     """The tiny random-weight bundle installed and active in this test's MODEL_DIR; the engine closed after."""
     settings.EMBEDDED_WORKER = False  # this process must not run jobs behind the test's back
+    # These tests are about the stream itself: the full answer, not the upload limits (tests/test_responsible_*).
+    settings.UPLOAD_GRANULARITY = "fine"
+    settings.UPLOAD_COARSEN_INDOOR = False
     worker.stop_embedded_worker()
     registry.install_bundle(tiny_bundle)
     yield

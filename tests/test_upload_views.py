@@ -24,7 +24,7 @@ def tiny_model(tiny_bundle, settings):
 
 @pytest.fixture
 def finished(tiny_model, user) -> Analysis:
-    analysis = services.create_analysis(owner=user, data=make_jpeg(200, 150))
+    analysis = services.create_analysis(owner=user, data=make_jpeg(200, 150), keep_photo=True)
     worker.Worker(worker_id="w").run_once()
     analysis.refresh_from_db()
     assert analysis.status == "done"

@@ -121,6 +121,10 @@
       showLayer();
     },
     estimate: function (event) {
+      if (event.coarsening_reason) {
+        text(byId("coarsening-note"), event.coarsening_reason);
+        byId("coarsening-note").hidden = false;
+      }
       estimateLayer.clearLayers();
       var circle = L.circle([event.lat, event.lon], { radius: event.radius_km * 1000, color: "#1f6feb", weight: 2,
                                                        fillOpacity: 0.08, className: "confidence-circle" }).addTo(estimateLayer);

@@ -1,0 +1,145 @@
+"""The events of an upload, limited to the granularity its owner may see (docs/responsible-use.md).
+
+"fine" is the full answer (events.py). "region" keeps only the coarse partitioning: its top cells, their outlines,
+the estimate moved to the centre of the coarse cell that holds it, and country/region names. "country" keeps only
+countries: the estimate at a point inside the country, candidates aggregated per country, no cells at all.
+The limit is applied before an event is stored or sent, so replay, pages and the JSON never hold more.
+"""
+from __future__ import annotations
+
+import functools
+
+import s2sphere
+
+from predictor import events, places
+from predictor.ml.geodesy import great_circle_km
+from predictor.ml.partitions import Partitioning
+from predictor.ml.prediction import Prediction
+from predictor.policy import COUNTRY, FINE, REGION
+
+CENTRE_DECIMALS = 2
+COUNTRY_DECIMALS = 1
+COUNTRY_MIN_RADIUS_KM = 500.0
+COUNTRY_CANDIDATE_CELLS = 50
+
+
+@functools.lru_cache(maxsize=65536)
+def cell_centre(token: str) -> tuple[float, float]:
+    """The geometric centre of an S2 cell, rounded: public knowledge about the partitioning, not about the photo."""
+    point = s2sphere.LatLng.from_point(s2sphere.Cell(s2sphere.CellId.from_token(token)).get_center())
+    return round(point.lat().degrees, CENTRE_DECIMALS), round(point.lng().degrees, CENTRE_DECIMALS)
+
+
+@functools.lru_cache(maxsize=65536)
+def cell_radius_km(token: str) -> float:
+    """Distance from the centre of an S2 cell to its farthest corner."""
+    cell = s2sphere.Cell(s2sphere.CellId.from_token(token))
+    centre = s2sphere.LatLng.from_point(cell.get_center())
+    corners = [s2sphere.LatLng.from_point(cell.get_vertex(k)) for k in range(4)]
+    return max(float(great_circle_km(centre.lat().degrees, centre.lng().degrees, c.lat().degrees, c.lng().degrees))
+               for c in corners)
+
+
+@functools.cache
+def country_point(name: str) -> tuple[float, float]:
+    """A point inside the named Natural Earth country, rounded to a tenth of a degree."""
+    frame = places.countries()
+    rows = frame[frame["name"] == name]
+    if rows.empty:
+        return 0.0, 0.0
+    point = rows.geometry.iloc[0].representative_point()
+    return round(point.y, COUNTRY_DECIMALS), round(point.x, COUNTRY_DECIMALS)
+
+
+def country_label(place: dict) -> str:
+    return places.place_label(place)
+
+
+class Limiter:
+    """Builds the partitions, heat-map and estimate events of one prediction at one level."""
+
+    def __init__(self, prediction: Prediction, partitionings: list[Partitioning], level: str):
+        self.prediction = prediction
+        self.partitionings = list(partitionings)
+        self.level = level
+        self.coarse = self.partitionings[0]  # bundles list partitionings from coarse to fine
+        self.coarse_cells = list(prediction.top_cells.get(self.coarse.name, []))
+
+    # --- the three events that carry locations -------------------------------------------------------------------
+
+    def partitions_event(self) -> dict:
+        if self.level == FINE:
+            return events.partitions_event(self.prediction)
+        if self.level == REGION:
+            cells = [self._coarse_cell(c) for c in self.coarse_cells[:events.PARTITION_TOP_CELLS]]
+            return {"type": "partitions", "partitionings": {self.coarse.name: cells}, "granularity": REGION}
+        return {"type": "partitions", "partitionings": {}, "granularity": COUNTRY}
+
+    def heatmap_event(self) -> dict:
+        if self.level == FINE:
+            return events.heatmap_event(self.prediction, self.partitionings)
+        if self.level == COUNTRY:
+            return {"type": "heatmap", "geojson": {"type": "FeatureCollection", "features": []}, "cells": 0,
+                    "granularity": COUNTRY}
+        only_coarse = Prediction(
+            model_name=self.prediction.model_name, untrained=self.prediction.untrained, scene=self.prediction.scene,
+            top_cells={self.coarse.name: self.coarse_cells}, argmax={}, lat=0.0, lon=0.0, confidence=0.0)
+        event = events.heatmap_event(only_coarse, self.partitionings)
+        for feature in event["geojson"]["features"]:
+            lat, lon = cell_centre(feature["properties"]["token"])
+            feature["properties"]["lat"], feature["properties"]["lon"] = lat, lon
+        event["granularity"] = REGION
+        return event
+
+    def estimate_event(self) -> dict:
+        if self.level == FINE:
+            return {**events.estimate_event(self.prediction), "granularity": FINE}
+        prediction = self.prediction
+        [place] = places.reverse_geocode([(prediction.lat, prediction.lon)])
+        place = {k: place[k] for k in ("country", "iso2", "continent", "region", "offshore")}
+        radius = events.confidence_radius_km(prediction)
+        if self.level == REGION:
+            token = self._coarse_token_at(prediction.lat, prediction.lon)
+            lat, lon = cell_centre(token) if token else (round(prediction.lat), round(prediction.lon))
+            radius = max(radius, cell_radius_km(token) if token else 250.0)
+            cells = self.coarse_cells[:events.ESTIMATE_CANDIDATES]
+            named = places.reverse_geocode([cell_centre(c.token) for c in cells])
+            candidates = [dict(self._coarse_cell(c), place=p, label=places.place_label(p))
+                          for c, p in zip(cells, named)]
+        else:
+            lat, lon = country_point(place["country"])
+            radius = max(radius, COUNTRY_MIN_RADIUS_KM)
+            candidates = self._country_candidates()
+        return {"type": "estimate", "lat": lat, "lon": lon, "place": place, "label": places.place_label(place),
+                "confidence": round(float(prediction.confidence), 6), "radius_km": round(min(radius, 2500.0), 1),
+                "candidates": candidates, "granularity": self.level}
+
+    # --- helpers -------------------------------------------------------------------------------------------------
+
+    def _coarse_cell(self, cell) -> dict:
+        lat, lon = cell_centre(cell.token)
+        return {"token": cell.token, "class_index": int(cell.class_index),
+                "probability": round(float(cell.probability), 6), "lat": lat, "lon": lon}
+
+    def _coarse_token_at(self, lat: float, lon: float) -> str | None:
+        index = self.coarse.class_of(lat, lon)
+        if index is not None:
+            return self.coarse.tokens[index]
+        return self.coarse_cells[0].token if self.coarse_cells else None
+
+    def _country_candidates(self) -> list[dict]:
+        cells = self.coarse_cells[:COUNTRY_CANDIDATE_CELLS]
+        named = places.reverse_geocode([cell_centre(c.token) for c in cells])
+        totals: dict[str, float] = {}
+        first_place: dict[str, dict] = {}
+        for cell, place in zip(cells, named):
+            totals[place["country"]] = totals.get(place["country"], 0.0) + float(cell.probability)
+            first_place.setdefault(place["country"], place)
+        ranked = sorted(totals, key=lambda name: -totals[name])[:events.ESTIMATE_CANDIDATES]
+        out = []
+        for name in ranked:
+            place = {**first_place[name], "offshore": False}
+            lat, lon = country_point(name)
+            out.append({"token": None, "probability": round(totals[name], 6), "lat": lat, "lon": lon,
+                        "place": place, "label": places.place_label(place)})
+        return out

@@ -1,0 +1,54 @@
+"""Responsible-use rules of the upload path: the terms of use, the kill switch, and how precise an upload's
+answer may be. See docs/responsible-use.md."""
+from __future__ import annotations
+
+from django.conf import settings
+
+from predictor.models import SiteSettings, TermsAcceptance
+
+COUNTRY, REGION, FINE = "country", "region", "fine"
+# From coarsest to finest; an upload's answer is limited to one of these.
+LEVELS = (COUNTRY, REGION, FINE)
+REASON_INDOOR = "the scene looks like an indoor scene"
+REASON_FACES = "faces were detected in the photo"
+REASON_FACE_CHECK_FAILED = "the face check could not be run on this photo"
+
+
+def uploads_enabled() -> bool:
+    """Uploads are on only while both the setting and the admin toggle (Site settings) allow them."""
+    return bool(settings.UPLOADS_ENABLED) and not SiteSettings.load().uploads_paused
+
+
+def has_accepted_terms(user) -> bool:
+    if not user.is_authenticated:
+        return False
+    return TermsAcceptance.objects.filter(user=user, version=settings.TERMS_VERSION).exists()
+
+
+def accept_terms(user) -> TermsAcceptance:
+    acceptance, _ = TermsAcceptance.objects.update_or_create(user=user, defaults={"version": settings.TERMS_VERSION})
+    return acceptance
+
+
+def level_for(owner) -> str:
+    """The configured level for this user's uploads: staff may get "fine" where the setting allows it."""
+    if getattr(owner, "is_staff", False) and settings.UPLOAD_STAFF_FINE:
+        return FINE
+    return settings.UPLOAD_GRANULARITY
+
+
+def coarser(a: str, b: str) -> str:
+    return a if LEVELS.index(a) <= LEVELS.index(b) else b
+
+
+def sensitive_reasons(*, concept: str, faces: int | None) -> list[str]:
+    """Why a photo's answer must be coarsened to country level; `faces` None means the detector failed."""
+    reasons = []
+    if settings.UPLOAD_COARSEN_INDOOR and concept == "indoor":
+        reasons.append(REASON_INDOOR)
+    if settings.UPLOAD_FACE_DETECTION:
+        if faces is None:
+            reasons.append(REASON_FACE_CHECK_FAILED)
+        elif faces > 0:
+            reasons.append(REASON_FACES)
+    return reasons
