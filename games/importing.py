@@ -60,9 +60,19 @@ class ImportReport:
     guesses_skipped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     network_failures: int = 0
+    refused_entries: list[tuple[str, str]] = field(default_factory=list)  # zip entries that were not read
+    outcomes: list[tuple[str, str]] = field(default_factory=list)  # (IMG_ID, "created"/"updated"/"unchanged")
+    saved_files: list[str] = field(default_factory=list)  # photo files this run added to the storage
+    dry_run: bool = False
+    rolled_back: bool = False
 
     def skip(self, what: str, reason: str) -> None:
         self.skipped.append((what, reason))
+
+    @property
+    def has_errors(self) -> bool:
+        """Whether any row, guess or zip entry was refused (a strict import then changes nothing)."""
+        return bool(self.skipped or self.guesses_skipped or self.refused_entries)
 
     def lines(self) -> list[str]:
         out = [f"images: {self.created} created, {self.updated} updated, {self.unchanged} unchanged, "
@@ -141,11 +151,20 @@ def read_meta(path: Path, report: ImportReport | None = None) -> list[MetaRow]:
     """Rows of an Im2GPS metadata file (IMG_ID, AUTHOR, LAT, LON, ..., Prob_indoor, Prob_natural, Prob_urban)."""
     report = report if report is not None else ImportReport()
     rows = []
-    for number, row in _rows(path, META_COLUMNS):
+    numbered = list(_rows(path, META_COLUMNS))
+    lines_of: dict[str, list[int]] = {}
+    for number, row in numbered:
+        lines_of.setdefault(row.get("IMG_ID", ""), []).append(number)
+    for number, row in numbered:
         img_id = row.get("IMG_ID", "")
         label = img_id or f"line {number}"
         if not img_id or "/" in img_id or "\\" in img_id:
             report.skip(label, f"bad row at line {number}: missing or invalid IMG_ID")
+            continue
+        if len(lines_of[img_id]) > 1:
+            # Which of the rows is right cannot be known: none of them is imported.
+            lines = ", ".join(str(n) for n in lines_of[img_id])
+            report.skip(label, f"duplicated IMG_ID at line {number} (it appears on lines {lines})")
             continue
         try:
             lat, lon = _float(row["LAT"]), _float(row["LON"])
@@ -222,6 +241,7 @@ class PhotoSource:
                 continue
             if not _safe_entry(info.filename):
                 report.notes.append(f"refused zip entry {info.filename!r}: unsafe path")
+                report.refused_entries.append((info.filename, "unsafe path (absolute, or leaves the archive)"))
                 continue
             self._entries.setdefault(PurePosixPath(info.filename).name, info)
 
@@ -296,23 +316,45 @@ def verified_image(data: bytes) -> str:
 
 def import_im2gps(*, meta_path: Path, images: Path | None = None, attribution_path: Path | None = None,
                   predictions_path: Path | None = None, model_name: str = DEFAULT_MODEL_NAME,
-                  download_missing: bool = False, progress=None) -> ImportReport:
-    """Create or update GameImages from Im2GPS metadata, then ModelGuesses from a results file."""
-    report = ImportReport()
+                  download_missing: bool = False, progress=None, dry_run: bool = False,
+                  strict: bool = False) -> ImportReport:
+    """Create or update GameImages from Im2GPS metadata, then ModelGuesses from a results file.
+
+    The whole import is one transaction. `dry_run` works everything out (the preview) and then rolls it back,
+    storing no photo; `strict` rolls back everything when any row, guess or zip entry is refused.
+    """
+    report = ImportReport(dry_run=dry_run)
     rows = read_meta(meta_path, report)
     attribution = read_attribution(attribution_path) if attribution_path else {}
     predictions = read_predictions(predictions_path, report) if predictions_path else []
     source = PhotoSource(images, report)
     try:
-        for number, row in enumerate(rows, start=1):
-            _import_row(row, attribution.get(row.img_id), source, report, download_missing)
-            if progress and number % 50 == 0:
-                progress(f"{number}/{len(rows)} rows")
+        with transaction.atomic():
+            for number, row in enumerate(rows, start=1):
+                _import_row(row, attribution.get(row.img_id), source, report, download_missing)
+                if progress and number % 50 == 0:
+                    progress(f"{number}/{len(rows)} rows")
+            if predictions:
+                _import_predictions(predictions, model_name, report)
+            if dry_run or (strict and report.has_errors):
+                report.rolled_back = True
+                transaction.set_rollback(True)
+    except BaseException:
+        _forget_files(report)
+        raise
     finally:
         source.close()
-    if predictions:
-        _import_predictions(predictions, model_name, report)
+    if report.rolled_back:
+        _forget_files(report)
     return report
+
+
+def _forget_files(report: ImportReport) -> None:
+    # Photos are stored before their rows commit; when the rows do not commit, neither do the files.
+    for name in report.saved_files:
+        if not GameImage.objects.filter(image=name).exists():
+            default_storage.delete(name)
+    report.saved_files = []
 
 
 def _import_row(row: MetaRow, attribution: Attribution | None, source: PhotoSource, report: ImportReport,
@@ -359,24 +401,28 @@ def _import_row(row: MetaRow, attribution: Attribution | None, source: PhotoSour
                       is_open_licence=is_open_licence(attribution.licence_name),
                       licence_url=attribution.licence_url, source_url=attribution.url)
     with transaction.atomic():
-        if name is not None and not default_storage.exists(name):
+        if name is not None and not report.dry_run and not default_storage.exists(name):
             stored = default_storage.save(name, ContentFile(data))
             if stored != name:  # the storage renamed it: never expected for a content-addressed name
                 raise RuntimeError(f"storage stored {name} as {stored}")
+            report.saved_files.append(name)
         if name is not None:
             values["image"] = name
         if existing is None:
             GameImage.objects.create(source_id=row.img_id, **values)
             report.created += 1
+            report.outcomes.append((row.img_id, "created"))
             return
         changed = [key for key, value in values.items() if _differs(getattr(existing, key), value)]
         if not changed:
             report.unchanged += 1
+            report.outcomes.append((row.img_id, "unchanged"))
             return
         for key in changed:
             setattr(existing, key, values[key])
         existing.save(update_fields=changed + ["updated_at"])
         report.updated += 1
+        report.outcomes.append((row.img_id, "updated"))
 
 
 def _differs(current, new) -> bool:

@@ -7,6 +7,18 @@ from django.conf import settings
 from django.db import models
 
 
+class LinkStatus(models.TextChoices):
+    UNCHECKED = "unchecked", "Unchecked"
+    ALIVE = "alive", "Alive"
+    DEAD = "dead", "Dead"
+
+
+class Difficulty(models.TextChoices):
+    EASY = "easy", "Easy"
+    MEDIUM = "medium", "Medium"
+    HARD = "hard", "Hard"
+
+
 class GameImage(models.Model):
     """A photo players can be asked to locate, with its true position, attribution and scene probabilities."""
 
@@ -24,6 +36,14 @@ class GameImage(models.Model):
     p_natural = models.FloatField(null=True, blank=True)
     p_urban = models.FloatField(null=True, blank=True)
     active = models.BooleanField(default=True)
+    # Why a staff member published an image whose licence is not open; an image may be played only with one.
+    activation_reason = models.TextField(blank=True)
+    link_status = models.CharField(max_length=10, choices=LinkStatus.choices, default=LinkStatus.UNCHECKED)
+    link_checked_at = models.DateTimeField(null=True, blank=True)
+    link_check_detail = models.CharField(max_length=255, blank=True)
+    # Set by games.difficulty.recompute_difficulty from the models' and the players' errors.
+    difficulty = models.CharField(max_length=8, choices=Difficulty.choices, blank=True, db_index=True)
+    difficulty_km = models.FloatField(null=True, blank=True)
     # Derived from licence_name by games.licences.is_open_licence wherever the name is written (import, admin).
     # Stored rather than generated: PostgreSQL refuses text comparisons in generated columns (indeterminate
     # collation), and the database must be able to filter on it.
@@ -78,6 +98,8 @@ class Game(models.Model):
     challenge_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
                                      related_name="challengers")
     opponent_model = models.CharField(max_length=100)
+    # "easy", "hard" or "mixed" (any difficulty): which images the game was drawn from.
+    difficulty = models.CharField(max_length=8, default="mixed")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -129,3 +151,66 @@ class Round(models.Model):
         if self.started_at is None or self.guessed_at is None:
             return None
         return (self.guessed_at - self.started_at).total_seconds()
+
+
+class RecomputeJob(models.Model):
+    """A background run of the active model over some game images, storing its guesses; progress is done/total."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    model_name = models.CharField(max_length=100, blank=True)
+    image_ids = models.JSONField(default=list)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, help_text="[source_id, reason] of the images that could not be run")
+    message = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Recompute #{self.pk} ({self.done}/{self.total}, {self.status})"
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.done / self.total) if self.total else 100
+
+
+class ImageReport(models.Model):
+    """A player's report that a game image is wrong or unsuitable; staff review and resolve it."""
+
+    class Reason(models.TextChoices):
+        WRONG_LOCATION = "wrong_location", "The true location looks wrong"
+        OFFENSIVE = "offensive", "Offensive or private content"
+        BROKEN = "broken", "The photo does not load or is damaged"
+        OTHER = "other", "Something else"
+
+    image = models.ForeignKey(GameImage, on_delete=models.CASCADE, related_name="reports")
+    round = models.OneToOneField(Round, null=True, blank=True, on_delete=models.SET_NULL, related_name="report")
+    reason = models.CharField(max_length=20, choices=Reason.choices)
+    comment = models.TextField(blank=True, max_length=1000)
+    reporter = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved = models.BooleanField(default=False)
+    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["resolved", "-created_at"]
+
+    def __str__(self) -> str:
+        return f"Report on {self.image_id}: {self.get_reason_display()}"

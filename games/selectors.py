@@ -8,11 +8,12 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
-from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models import Avg, Case, CharField, Count, F, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
-from games.models import Game, GameImage, ModelGuess, Round
+from games.models import Game, GameImage, ImageReport, ModelGuess, Round
 
 
 class GameNotFound(Exception):
@@ -29,10 +30,16 @@ def opponent_models() -> list[str]:
     return [max(sorted(counts), key=lambda name: counts[name])]
 
 
-def playable_images(*, model_name: str) -> QuerySet[GameImage]:
-    """Active, openly licensed images with a stored file and a guess by `model_name`."""
-    return (GameImage.objects.filter(active=True, is_open_licence=True, model_guesses__model_name=model_name)
-            .exclude(image="").distinct())
+def playable_images(*, model_name: str, difficulty: str = "mixed") -> QuerySet[GameImage]:
+    """Active images with a stored file and a guess by `model_name`, openly licensed or published with a reason.
+
+    `difficulty` "easy", "medium" or "hard" keeps the images of that difficulty; "mixed" keeps them all.
+    """
+    images = (GameImage.objects.filter(active=True, model_guesses__model_name=model_name)
+              .filter(Q(is_open_licence=True) | ~Q(activation_reason="")).exclude(image=""))
+    if difficulty != "mixed":
+        images = images.filter(difficulty=difficulty)
+    return images.distinct()
 
 
 def playable_count() -> int:
@@ -175,3 +182,36 @@ def leaderboard(*, period: str = "all", limit: int = 20, now: dt.datetime | None
              "challenge_url": reverse("game-challenge", args=[g.challenge_token])}
             for i, g in enumerate(rows)]
 
+
+
+# --- curation ---------------------------------------------------------------------------------------------------
+
+def reference_model() -> str | None:
+    """The model whose errors curation shows and difficulty uses: the first opponent players meet."""
+    names = opponent_models()
+    return names[0] if names else None
+
+
+def _count(queryset) -> Coalesce:
+    return Coalesce(Subquery(queryset.annotate(n=Count("id")).values("n")), Value(0))
+
+
+def with_curation_stats(queryset: QuerySet[GameImage], *, model_name: str | None) -> QuerySet[GameImage]:
+    """Game images annotated with how the reference model and the players fared, in one query (subqueries)."""
+    guessed = Round.objects.filter(image=OuterRef("pk"), guessed_at__isnull=False).order_by().values("image")
+    guesses = ModelGuess.objects.filter(image=OuterRef("pk")).order_by().values("image")
+    reports = ImageReport.objects.filter(image=OuterRef("pk"), resolved=False).order_by().values("image")
+    return queryset.annotate(
+        rounds_played=_count(guessed),
+        mean_player_km=Subquery(guessed.annotate(mean=Avg("distance_km")).values("mean")),
+        beat_model=_count(guessed.filter(distance_km__lt=F("model_distance_km"))),
+        model_error_km=Subquery(ModelGuess.objects.filter(image=OuterRef("pk"), model_name=model_name or "")
+                                .values("distance_km")[:1]),
+        guess_count=_count(guesses),
+        open_reports=_count(reports),
+        scene=Case(
+            When(Q(p_indoor__gte=F("p_natural")) & Q(p_indoor__gte=F("p_urban")), then=Value("indoor")),
+            When(Q(p_natural__gte=F("p_urban")), then=Value("natural")),
+            When(p_urban__isnull=False, then=Value("urban")),
+            default=Value(""), output_field=CharField()),
+    )

@@ -52,9 +52,17 @@ def _new_token() -> str:
     return secrets.token_urlsafe(16)
 
 
+GAME_DIFFICULTIES = ("easy", "mixed", "hard")
+
+
 def start_game(*, user=None, session_key: str = "", opponent_model: str | None = None, seed: int | None = None,
-               challenge_token: str | None = None) -> Game:
-    """A new game of `settings.GAME_ROUNDS` rounds; a challenge replays another game's images in the same order."""
+               challenge_token: str | None = None, difficulty: str = "mixed") -> Game:
+    """A new game of `settings.GAME_ROUNDS` rounds; a challenge replays another game's images in the same order.
+
+    `difficulty` "easy" or "hard" draws only images rated so (see games.difficulty); "mixed" draws from all.
+    """
+    if difficulty not in GAME_DIFFICULTIES:
+        raise GameError(f"unknown difficulty {difficulty!r}; choose one of {', '.join(GAME_DIFFICULTIES)}")
     is_player = user is not None and user.is_authenticated
     if not is_player and not session_key:
         raise GameError("an anonymous game needs a session")
@@ -65,6 +73,7 @@ def start_game(*, user=None, session_key: str = "", opponent_model: str | None =
         except selectors.GameNotFound:
             raise GameError("this challenge link is not valid (the game does not exist or is not finished)") from None
         opponent_model = source.opponent_model
+        difficulty = source.difficulty
         images = [r.image for r in source.rounds.select_related("image").order_by("index")]
         seed = source.seed
     else:
@@ -79,7 +88,8 @@ def start_game(*, user=None, session_key: str = "", opponent_model: str | None =
         elif opponent_model not in opponents:
             raise GameError(f"unknown opponent {opponent_model!r}; choose one of {', '.join(opponents)}")
         seed = seed if seed is not None else secrets.randbits(62)
-        images = _choose_images(model_name=opponent_model, seed=seed, count=settings.GAME_ROUNDS)
+        images = _choose_images(model_name=opponent_model, seed=seed, count=settings.GAME_ROUNDS,
+                                difficulty=difficulty)
     now = timezone.now()
     # Reads above, writes only in here: on SQLite a transaction that starts with a write takes the write lock
     # at once (and waits for it), instead of failing when a read transaction tries to upgrade.
@@ -87,16 +97,16 @@ def start_game(*, user=None, session_key: str = "", opponent_model: str | None =
         game = Game.objects.create(
             user=user if is_player else None, session_key="" if is_player else session_key, seed=seed,
             mode=Game.Mode.CHALLENGE if source else Game.Mode.CLASSIC, challenge_of=source,
-            opponent_model=opponent_model, challenge_token=_new_token())
+            opponent_model=opponent_model, challenge_token=_new_token(), difficulty=difficulty)
         Round.objects.bulk_create([
             Round(game=game, index=i, image=image, photo_token=_new_token(), started_at=now if i == 0 else None)
             for i, image in enumerate(images)])
     return game
 
 
-def _choose_images(*, model_name: str, seed: int, count: int) -> list:
+def _choose_images(*, model_name: str, seed: int, count: int, difficulty: str = "mixed") -> list:
     """`count` playable images drawn with `seed`; images whose file is gone are passed over."""
-    candidates = list(selectors.playable_images(model_name=model_name).order_by("id"))
+    candidates = list(selectors.playable_images(model_name=model_name, difficulty=difficulty).order_by("id"))
     rng = random.Random(seed)
     rng.shuffle(candidates)
     chosen = []
@@ -105,10 +115,15 @@ def _choose_images(*, model_name: str, seed: int, count: int) -> list:
             chosen.append(image)
             if len(chosen) == count:
                 return chosen
+    if difficulty != "mixed":
+        raise NoPlayableImages(
+            f"A {difficulty} game needs {count} playable images rated {difficulty} against {model_name}, and only "
+            f"{len(chosen)} are available. Choose a mixed game, or rate more images (`manage.py "
+            "recompute_difficulty`).")
     raise NoPlayableImages(
         f"A game needs {count} playable images against {model_name}, and only {len(chosen)} are available "
-        "(active, openly licensed, with the photo on disk and the model's guess). Import more with "
-        "`manage.py import_im2gps`.")
+        "(active, openly licensed or published with a reason, with the photo on disk and the model's guess). "
+        "Import more with `manage.py import_im2gps`.")
 
 
 def submit_guess(*, game: Game, round_index: int, lat: float, lon: float,

@@ -16,4 +16,5 @@ urlpatterns = [
     path("api/games/<uuid:key>/next/", views.api_next, name="game-api-next"),
     path("api/games/<uuid:key>/summary/", views.api_summary, name="game-api-summary"),
     path("api/games/<uuid:key>/nickname/", views.api_nickname, name="game-api-nickname"),
+    path("api/games/<uuid:key>/report/", views.api_report, name="game-api-report"),
 ]

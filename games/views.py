@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from games import selectors, services
+from games import curation, selectors, services
 
 
 def _session_key(request, *, create: bool = False) -> str | None:
@@ -43,7 +43,8 @@ def _error(error: services.GameError) -> JsonResponse:
 def _start(request, data: dict):
     return services.start_game(user=request.user, session_key=_session_key(request, create=True),
                                opponent_model=data.get("opponent") or None,
-                               challenge_token=data.get("challenge") or None)
+                               challenge_token=data.get("challenge") or None,
+                               difficulty=data.get("difficulty") or "mixed")
 
 
 # --- pages ------------------------------------------------------------------------------------------------------
@@ -63,7 +64,8 @@ def home(request):
 def start(request):
     """The home page's form: start a game and open it (works without JavaScript up to the play page)."""
     try:
-        game = _start(request, {"opponent": request.POST.get("opponent"), "challenge": request.POST.get("challenge")})
+        game = _start(request, {"opponent": request.POST.get("opponent"), "challenge": request.POST.get("challenge"),
+                                "difficulty": request.POST.get("difficulty")})
     except services.GameError as error:
         return render(request, "games/home.html", {
             "error": error.message, "opponents": selectors.opponent_models(), "playable": selectors.playable_count(),
@@ -178,3 +180,26 @@ def api_nickname(request, key):
     except services.GameError as error:
         return _error(error)
     return JsonResponse({"nickname": game.nickname, "player_name": game.player_name})
+
+
+@require_POST
+def api_report(request, key):
+    """A player reports the photo of a round they have guessed; it lands in the admin's review queue."""
+    game = _player_game(request, key)
+    try:
+        data = _json_body(request)
+        try:
+            index = int(data["round"])
+        except (KeyError, TypeError, ValueError):
+            raise services.GameError("a report needs the number `round`") from None
+        round_ = game.rounds.filter(index=index).first()
+        if round_ is None:
+            raise services.GameError(f"this game has no round {index + 1}")
+        try:
+            curation.report_image(round_=round_, reason=str(data.get("reason", "")),
+                                  comment=str(data.get("comment", "")), user=request.user)
+        except curation.CurationError as error:
+            raise services.GameError(str(error)) from None
+    except services.GameError as error:
+        return _error(error)
+    return JsonResponse({"reported": True, "round": index}, status=201)
