@@ -308,7 +308,9 @@ def verified_image(data: bytes) -> str:
                 raise ValueError(f"unsupported format {image.format}")
             image.load()
             return IMAGE_FORMATS[image.format]
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
+    except UnidentifiedImageError:
+        raise ValueError("corrupt image (not a JPEG, PNG or WebP file)") from None
+    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"corrupt image ({error})") from None
 
 
