@@ -11,6 +11,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from games import curation, selectors, services
+from games.models import ImageReport
 
 
 def _session_key(request, *, create: bool = False) -> str | None:
@@ -78,7 +79,7 @@ def start(request):
 @never_cache
 def play(request, key):
     game = _player_game(request, key)
-    return render(request, "games/play.html", {"game": game})
+    return render(request, "games/play.html", {"game": game, "report_reasons": ImageReport.Reason.choices})
 
 
 @require_GET

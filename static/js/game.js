@@ -101,6 +101,7 @@
     $("attribution").innerHTML = attributionHtml(round);
     map.setView([20, 0], 1.5);
     updateBar();
+    document.dispatchEvent(new CustomEvent("geoweb:round", { detail: round }));
   }
 
   function showReveal(round) {
@@ -127,6 +128,7 @@
     $("next").hidden = false;
     $("next").focus();
     updateBar();
+    document.dispatchEvent(new CustomEvent("geoweb:reveal", { detail: round }));
   }
 
   function renderResult() {
