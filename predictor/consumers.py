@@ -3,25 +3,52 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
+from geoweb import ratelimit
 from predictor import events, selectors
 
 MAX_CLIENT_MESSAGE_BYTES = 4096
+# What one connection may send: this many messages per window; beyond that it is closed.
+MAX_CLIENT_MESSAGES = 30
+CLIENT_MESSAGE_WINDOW_S = 10
 CLOSE_NOT_LOGGED_IN = 4401
 CLOSE_NOT_YOURS = 4403
+CLOSE_TOO_MANY = 4429
+
+
+def scope_ip(scope) -> str:
+    """The client address of a websocket, by the same rule as HTTP (X-Forwarded-For only when trusted)."""
+    if settings.RATE_LIMIT_TRUST_FORWARDED:
+        for name, value in scope.get("headers", []):
+            if name == b"x-forwarded-for" and value:
+                return value.decode("latin-1").split(",")[-1].strip()
+    client = scope.get("client")
+    return client[0] if client else "unknown"
 
 
 class AnalysisConsumer(AsyncJsonWebsocketConsumer):
     group: str | None = None
     last_seq = 0
+    window_start = 0.0
+    window_count = 0
 
     async def connect(self):
         user = self.scope.get("user")
         # Accept first so that the page gets a readable reason with the close code, not a bare failed handshake.
         await self.accept()
+        rule = ratelimit.rule_for("websocket")
+        verdict = await sync_to_async(ratelimit.hit)(f"websocket:ip:{scope_ip(self.scope)}", rule)
+        if not verdict.allowed:
+            await self.send_json({"type": "error", "message": "Too many connections from your address. Please wait "
+                                                              f"{verdict.retry_after_s} s and reload the page."})
+            await self.close(code=CLOSE_TOO_MANY)
+            return
         if user is None or not user.is_authenticated:
             await self.send_json({"type": "error", "message": "Please log in to see this analysis."})
             await self.close(code=CLOSE_NOT_LOGGED_IN)
@@ -43,6 +70,15 @@ class AnalysisConsumer(AsyncJsonWebsocketConsumer):
             self.group = None
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        now = time.monotonic()
+        if now - self.window_start >= CLIENT_MESSAGE_WINDOW_S:
+            self.window_start, self.window_count = now, 0
+        self.window_count += 1
+        if self.window_count > MAX_CLIENT_MESSAGES:
+            await self.send_json({"type": "error", "message": f"Too many messages (limit {MAX_CLIENT_MESSAGES} per "
+                                                              f"{CLIENT_MESSAGE_WINDOW_S} s); the connection is closed."})
+            await self.close(code=CLOSE_TOO_MANY)
+            return
         if bytes_data is not None or text_data is None:
             await self._reject_message("Only JSON text messages are understood.")
             return

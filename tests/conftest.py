@@ -51,6 +51,16 @@ def _isolated_media(settings, tmp_path):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    """Rate-limit counters live in the cache: each test starts with none, so uploads in one test do not count
+    against the next."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
 def make_jpeg(width: int = 64, height: int = 48, colour=(200, 120, 40), **save_kwargs) -> bytes:
     """A small JPEG of one colour with a stripe, so it is not degenerate."""
     from PIL import Image, ImageDraw

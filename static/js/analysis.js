@@ -197,7 +197,7 @@
     socket.addEventListener("open", function () { retries = 0; });
     socket.addEventListener("message", receive);
     socket.addEventListener("close", function (event) {
-      if (event.code === 4401 || event.code === 4403 || finished) { return; }
+      if (event.code === 4401 || event.code === 4403 || event.code === 4429 || finished) { return; }
       retries += 1;
       text(byId("stage-text"), "Connection lost, reconnecting…");
       window.setTimeout(connect, Math.min(10000, 500 * Math.pow(2, retries)));
