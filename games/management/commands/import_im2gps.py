@@ -4,6 +4,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from games import importing
+from games.difficulty import recompute_difficulty
 
 
 class Command(BaseCommand):
@@ -31,3 +32,6 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from None
         for line in report.lines():
             self.stdout.write(line)
+        counts = recompute_difficulty()
+        self.stdout.write(f"difficulty: {counts['easy']} easy, {counts['medium']} medium, {counts['hard']} hard, "
+                          f"{counts['']} unrated")
