@@ -1,6 +1,7 @@
 """The process-wide inference engine on the active model bundle, loaded once and shared by the worker threads."""
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -12,6 +13,17 @@ _lock = threading.Lock()
 _engine = None
 _engine_model = None
 _engine_path: Path | None = None
+
+
+def _forget_engine_in_forked_child() -> None:
+    # A forked process (a server that forks its workers, a test's live server) inherits the parent's engine object
+    # but not its batching thread: requests queued on it would wait forever. The child builds its own on first use.
+    global _lock, _engine, _engine_model, _engine_path
+    _lock = threading.Lock()
+    _engine = _engine_model = _engine_path = None
+
+
+os.register_at_fork(after_in_child=_forget_engine_in_forked_child)
 
 
 class NoActiveModel(RuntimeError):

@@ -102,6 +102,24 @@ def _make_application():
     return ASGIStaticFilesHandler(get_default_application())
 
 
+def _forked_daphne_process_class():
+    from daphne.testing import DaphneProcess
+
+    class ForkedDaphneProcess(DaphneProcess):
+        def run(self):
+            # Tests that ran earlier in this process may have used asgiref's one-thread executor (every
+            # database_sync_to_async call goes through it). The forked child inherits the executor but not its
+            # thread, so its first sync_to_async call would wait forever: give the child a fresh one.
+            from concurrent.futures import ThreadPoolExecutor
+
+            from asgiref.sync import SyncToAsync
+
+            SyncToAsync.single_thread_executor = ThreadPoolExecutor(max_workers=1)
+            super().run()
+
+    return ForkedDaphneProcess
+
+
 @pytest.fixture(scope="session")
 def live_app(django_db_setup, django_db_blocker, tmp_path_factory):
     """The real ASGI app (HTTP + websockets + embedded worker) served by Daphne in a forked process.
@@ -109,14 +127,14 @@ def live_app(django_db_setup, django_db_blocker, tmp_path_factory):
     The child inherits the test database settings; tests that use it need `transactional_db` so that what they
     write is committed and visible to the server.
     """
-    from daphne.testing import DaphneProcess
     from django.conf import settings
     from django.db import connections
 
+    _ForkedDaphneProcess = _forked_daphne_process_class()
     media = tmp_path_factory.mktemp("live-media")
     settings.MEDIA_ROOT = media
     settings.MODEL_DIR = tmp_path_factory.mktemp("live-models")
-    process = DaphneProcess("127.0.0.1", _make_application)
+    process = _ForkedDaphneProcess("127.0.0.1", _make_application)
     with django_db_blocker.unblock():
         connections.close_all()  # the child must not share the parent's database sockets
         for connection in connections.all():
