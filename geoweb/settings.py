@@ -252,3 +252,35 @@ UPLOAD_COARSEN_INDOOR = env_bool("GEOWEB_UPLOAD_COARSEN_INDOOR", True)  # indoor
 UPLOAD_FACE_DETECTION = env_bool("GEOWEB_UPLOAD_FACE_DETECTION", True)  # faces found: country level only
 TERMS_VERSION = os.environ.get("GEOWEB_TERMS_VERSION", "2026-11")  # a new version asks everyone to accept again
 ABUSE_REPORT_EMAIL = os.environ.get("GEOWEB_ABUSE_EMAIL", "abuse@localhost")
+
+# --- Content Security Policy (django-csp 4.0) ---
+# Django 6's built-in CSP needs Python 3.12; this project runs on 3.11, so the django-csp package sends the header.
+# Only this site's own scripts, styles and connections (websockets included), plus images from the tile server.
+from urllib.parse import urlsplit  # noqa: E402
+
+from csp.constants import NONE, SELF  # noqa: E402
+
+
+def _tile_source(url: str) -> list[str]:
+    parts = urlsplit(url.replace("{s}.", "SUB.")) if url else None
+    if not parts or not parts.scheme or not parts.netloc:
+        return []
+    host = parts.netloc.replace("SUB.", "*.")
+    return [f"{parts.scheme}://{host}"]
+
+
+MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1, "csp.middleware.CSPMiddleware")
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:", *_tile_source(MAP_TILE_URL)],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
