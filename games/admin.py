@@ -133,8 +133,8 @@ def location_map(image: GameImage, guesses: list[ModelGuess]) -> str:
         '<path d="{world}" fill="#f1f5f9" stroke="#94a3b8" stroke-width="0.4"/>{marks}'
         '<rect x="{rx}" y="{ry}" width="7" height="7" fill="#1a7f37" stroke="#111"><title>true location</title></rect>'
         '</svg><br><a href="{osm}" target="_blank" rel="noopener">{lat}, {lon}</a> (OpenStreetMap)',
-        w=MAP_W, h=MAP_H, lat=f"{image.lat:.5f}", lon=f"{image.lon:.5f}", world=_world_path(), marks=marks, rx=x - 3.5, ry=y - 3.5,
-        osm=osm)
+        w=MAP_W, h=MAP_H, lat=f"{image.lat:.5f}", lon=f"{image.lon:.5f}", world=_world_path(), marks=marks,
+        rx=x - 3.5, ry=y - 3.5, osm=osm)
 
 
 def scene_bars(image: GameImage) -> str:
