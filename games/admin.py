@@ -159,10 +159,17 @@ class ActivationReasonForm(forms.Form):
                              label="Why may these images be shown although their licence is not open?")
 
 
+def _formfield(field, **kwargs):
+    if isinstance(field, models.URLField):
+        kwargs.setdefault("assume_scheme", "https")
+    return field.formfield(**kwargs)
+
+
 class GameImageForm(forms.ModelForm):
     class Meta:
         model = GameImage
         fields = "__all__"
+        formfield_callback = _formfield
 
     def clean(self):
         data = super().clean()
@@ -394,7 +401,12 @@ class GameImageAdmin(admin.ModelAdmin):
 
     @admin.action(description="Check that the source links are alive")
     def check_source_links(self, request, queryset):
-        checked = curation.check_links(images=list(queryset))
+        images = list(queryset[:curation.LINK_CHECK_MAX + 1])
+        if len(images) > curation.LINK_CHECK_MAX:
+            self.message_user(request, f"Select at most {curation.LINK_CHECK_MAX} images per link check (the "
+                                       "check runs while the page waits).", messages.ERROR)
+            return
+        checked = curation.check_links(images=images)
         for image in checked:
             self.log_change(request, image, f"Source link checked: {image.link_status} ({image.link_check_detail})")
         dead = sum(1 for image in checked if image.link_status == LinkStatus.DEAD)

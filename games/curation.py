@@ -19,6 +19,7 @@ from games.models import GameImage, ImageReport, LinkStatus, Round
 
 LINK_TIMEOUT_S = 5
 LINK_CHECK_THREADS = 8
+LINK_CHECK_MAX = 200  # per admin action: at worst 200 / 8 * 2 requests * 5 s, under two minutes
 
 
 class CurationError(Exception):

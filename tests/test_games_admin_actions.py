@@ -224,3 +224,15 @@ def test_recompute_is_refused_clearly_without_an_active_model(admin_client):
                                  follow=True)
     assert "No model is active" in response.content.decode()
     assert not RecomputeJob.objects.exists()
+
+
+@pytest.mark.django_db
+def test_link_check_refuses_more_images_than_a_page_can_wait_for(admin_client, settings, monkeypatch):
+    from games import curation
+
+    monkeypatch.setattr(curation, "LINK_CHECK_MAX", 2)
+    images = [make_image(index=i, lat=i, lon=i) for i in range(3)]
+    response = admin_client.post(CHANGELIST, {"action": "check_source_links",
+                                              "_selected_action": [i.pk for i in images]}, follow=True)
+    assert "Select at most 2 images per link check" in response.content.decode()
+    assert not GameImage.objects.filter(link_checked_at__isnull=False).exists()
