@@ -193,7 +193,8 @@ class ModelGuessInline(admin.TabularInline):
 @admin.register(GameImage)
 class GameImageAdmin(admin.ModelAdmin):
     form = GameImageForm
-    list_display = ["thumbnail", "id", "source_id", "author", "licence", "active", "scene_column", "model_error",
+    list_display = ["thumbnail", "id", "source_id", "author", "licence", "active", "publishable", "scene_column",
+                    "model_error",
                     "rounds_column", "player_error", "beat_share", "difficulty", "link_status"]
     list_display_links = ["id", "source_id"]
     list_filter = ["active", LicenceClassFilter, SceneFilter, ModelErrorFilter, "link_status", NeverPlayedFilter,
@@ -271,6 +272,12 @@ class GameImageAdmin(admin.ModelAdmin):
         if obj.licence_url.startswith(("http://", "https://")):
             return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>{}', obj.licence_url, name, marker)
         return format_html("{}{}", name, marker)
+
+    @admin.display(description="licence allows play", boolean=True)
+    def publishable(self, obj):
+        # Open licence, or published with a recorded reason: what games.selectors.playable_images asks besides
+        # the active flag, the stored file and the opponent's guess.
+        return obj.is_open_licence or bool(obj.activation_reason)
 
     @admin.display(description="source")
     def source_link(self, obj):

@@ -138,3 +138,18 @@ def test_search_by_id_and_by_author(admin_client):
     assert listed_ids(admin_client.get(CHANGELIST, {"q": f"#{images[3].pk}"})) == [images[3].pk]
     assert images[3].pk in listed_ids(admin_client.get(CHANGELIST, {"q": str(images[3].pk)}))
     assert listed_ids(admin_client.get(CHANGELIST, {"q": "author 11"})) == [images[11].pk]
+
+
+def test_changelist_tells_which_licences_allow_play(admin_client):
+    open_ = make_image(index=0, lat=1, lon=1)
+    closed = make_image(index=1, lat=2, lon=2, licence="All Rights Reserved")
+    excused = make_image(index=2, lat=3, lon=3, licence="All Rights Reserved")
+    GameImage.objects.filter(pk=excused.pk).update(activation_reason="permission from the author")
+    html = admin_client.get(CHANGELIST).content.decode()
+
+    def allows(image):
+        row = re.search(rf'value="{image.pk}".*?</tr>', html, re.S).group(0)
+        cell = re.search(r'<td class="field-publishable">(.*?)</td>', row, re.S).group(1)
+        return "icon-yes" in cell
+
+    assert (allows(open_), allows(closed), allows(excused)) == (True, False, True)
