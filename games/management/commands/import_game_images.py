@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from games import importing
+from games.difficulty import recompute_difficulty
 
 
 class Command(BaseCommand):
@@ -20,3 +21,6 @@ class Command(BaseCommand):
         for line in importing.import_default(folder=folder, zip_url=settings.IM2GPS_ZIP_URL,
                                              timeout=options["timeout"]):
             self.stdout.write(line)
+        counts = recompute_difficulty()
+        self.stdout.write(f"difficulty: {counts['easy']} easy, {counts['medium']} medium, {counts['hard']} hard, "
+                          f"{counts['']} unrated")
