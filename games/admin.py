@@ -137,15 +137,21 @@ def location_map(image: GameImage, guesses: list[ModelGuess]) -> str:
         rx=x - 3.5, ry=y - 3.5, osm=osm)
 
 
+S3_COLOURS = {"indoor": "#8b5cf6", "natural": "#16a34a", "urban": "#64748b"}
+
+
 def scene_bars(image: GameImage) -> str:
+    """The S3 probabilities as bars; drawn in SVG (attributes, not inline styles, which the CSP forbids)."""
     rows = [(name, p) for name, p in (("indoor", image.p_indoor), ("natural", image.p_natural),
                                       ("urban", image.p_urban)) if p is not None]
     if not rows:
         return "—"
     return format_html('<div class="s3-bars">{}</div>', format_html_join(
         "", '<div class="s3-bar" title="{0}: {1}%"><span class="s3-label">{0}</span>'
-            '<span class="s3-track"><span class="s3-fill s3-{0}" style="width:{1}%"></span></span>'
-            '<span class="s3-value">{1}%</span></div>', ((name, round(100 * p)) for name, p in rows)))
+            '<svg width="100" height="8" aria-hidden="true"><rect width="100" height="8" fill="#e5e7eb"/>'
+            '<rect class="s3-{0}" width="{1}" height="8" fill="{2}"/></svg>'
+            '<span class="s3-value">{1}%</span></div>',
+        ((name, round(100 * p), S3_COLOURS[name]) for name, p in rows)))
 
 
 def _km(value: float | None) -> str:

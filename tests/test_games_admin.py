@@ -70,7 +70,7 @@ def test_detail_page_shows_map_scene_bars_and_each_models_error(admin_client):
     html = admin_client.get(reverse("admin:games_gameimage_change", args=[image.pk])).content.decode()
     assert '<svg class="geoweb-map"' in html
     assert "https://www.openstreetmap.org/?mlat=48.85840&amp;mlon=2.29450" in html
-    assert 'class="s3-fill s3-urban" style="width:70%"' in html
+    assert '<rect class="s3-urban" width="70" height="8"' in html
     assert "<td>base(M, m)</td><td>48.0000, 2.0000</td><td>97 km</td>" in html
     assert f"<td>{MODEL}</td><td>50.8584, 2.2945</td><td>222 km</td>" in html
     assert "never played" in html

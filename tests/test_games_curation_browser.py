@@ -53,6 +53,9 @@ def run_action(page, action: str):
 def test_staff_import_activate_recompute_then_a_player_plays_and_reports(
         live_settings, transactional_db, active_tiny_model, import_files, page, browser, django_user_model):
     meta, photos = import_files
+    violations = []
+    page.on("console", lambda message: violations.append(message.text)
+            if "Content Security Policy" in message.text else None)
     django_user_model.objects.create_superuser("curator", "curator@example.org", "a-long-curator-password-1")
     url = live_settings.url
 
@@ -90,6 +93,11 @@ def test_staff_import_activate_recompute_then_a_player_plays_and_reports(
     page.wait_for_selector(".geoweb-progress-text:has-text('5 / 5')", timeout=90_000)
     page.wait_for_selector(".field-status:has-text('Done')", timeout=30_000)
     assert ModelGuess.objects.filter(model_name=active_tiny_model).count() == 5
+    page.goto(f"{url}/admin/games/gameimage/{GameImage.objects.order_by('id').first().pk}/change/")
+    assert page.locator(".s3-bar").count() == 3 and page.locator("svg.geoweb-map").count() == 1
+    # The curation stylesheet applies (a static file: the CSP refuses inline styles).
+    assert page.evaluate("getComputedStyle(document.querySelector('.s3-label')).width") == "44px"
+    assert violations == []
 
     # A player now gets the imported photos in a game against the tiny model.
     player = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
