@@ -84,7 +84,7 @@ def prepare_django(*, database_url: str, redis_url: str, data_dir: Path, model_d
     from django.core.management import call_command
     from django.test import Client
 
-    from predictor import registry
+    from predictor import policy, registry
     from predictor.ml.bundle import make_tiny_bundle
     from tests.game_factories import make_playable
 
@@ -95,6 +95,7 @@ def prepare_django(*, database_url: str, redis_url: str, data_dir: Path, model_d
     for index in range(users):
         # No password: these accounts only ever log in through force_login (and hashing 50 passwords takes a while).
         user = get_user_model().objects.create_user(username=f"load{index}", password=None)
+        policy.accept_terms(user)
         client = Client()
         client.force_login(user)
         keys.append(client.cookies["sessionid"].value)

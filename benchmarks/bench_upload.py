@@ -74,7 +74,7 @@ django.setup()
 from pathlib import Path
 from django.contrib.auth import get_user_model, SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
-from predictor import registry
+from predictor import policy, registry
 from predictor.ml.bundle import make_tiny_bundle
 bundle = {bundle!r} or str(make_tiny_bundle(Path({str(data_dir)!r}) / "tiny-build"))
 registry.install_bundle(bundle, replace=True)
@@ -82,6 +82,7 @@ User = get_user_model()
 keys = []
 for i in range({users}):
     user = User.objects.create_user(username=f"bench{{i}}", password="bench-password-123")
+    policy.accept_terms(user)
     session = SessionStore()
     session[SESSION_KEY] = str(user.pk)
     session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"

@@ -23,6 +23,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from predictor import policy
 from predictor.models import Analysis
 from tests.conftest import make_jpeg
 from tests.scaleout_harness import (
@@ -111,7 +112,9 @@ def stack(transactional_db, tmp_path, settings, tiny_bundle):
 
 @pytest.fixture
 def owner(django_user_model):
-    return django_user_model.objects.create_user(username="scale", password="a-long-test-password-9")
+    user = django_user_model.objects.create_user(username="scale", password="a-long-test-password-9")
+    policy.accept_terms(user)
+    return user
 
 
 def session_cookie(user) -> str:
@@ -297,6 +300,7 @@ def test_clients_that_stop_reading_do_not_slow_down_the_others(stack, owner, dja
     stack.worker("worker-a", batch=16)
     cookie = session_cookie(owner)
     stalled_user = django_user_model.objects.create_user(username="stalled", password="a-long-test-password-8")
+    policy.accept_terms(stalled_user)
     stalled_cookie = session_cookie(stalled_user)
 
     def run_clients(count: int) -> list[AnalysisWatch]:
