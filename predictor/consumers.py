@@ -75,8 +75,9 @@ class AnalysisConsumer(AsyncJsonWebsocketConsumer):
             self.window_start, self.window_count = now, 0
         self.window_count += 1
         if self.window_count > MAX_CLIENT_MESSAGES:
-            await self.send_json({"type": "error", "message": f"Too many messages (limit {MAX_CLIENT_MESSAGES} per "
-                                                              f"{CLIENT_MESSAGE_WINDOW_S} s); the connection is closed."})
+            text = (f"Too many messages (limit {MAX_CLIENT_MESSAGES} per {CLIENT_MESSAGE_WINDOW_S} s); "
+                    "the connection is closed.")
+            await self.send_json({"type": "error", "message": text})
             await self.close(code=CLOSE_TOO_MANY)
             return
         if bytes_data is not None or text_data is None:

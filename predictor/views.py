@@ -192,8 +192,8 @@ def delete_account(request):
             services.delete_account(user=user)
             return redirect("home")
         error = "The password is not right."
-    return render(request, "registration/delete_account.html", {"error": error,
-                                                                "count": selectors.analyses_of(user=request.user).count()},
+    count = selectors.analyses_of(user=request.user).count()
+    return render(request, "registration/delete_account.html", {"error": error, "count": count},
                   status=400 if error else 200)
 
 

@@ -2,12 +2,12 @@
 why. The face photo is matplotlib's bundled grace_hopper.jpg (a real photo of a face, shipped in its wheel)."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib.cbook
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
 from django.urls import reverse
 from PIL import Image
 
@@ -103,7 +103,7 @@ def test_a_failing_face_check_coarsens_rather_than_risk_it(client, user, tiny_mo
 
 def test_detector_finds_the_face_and_not_faces_in_generated_scenes():
     assert faces.count_faces(Image.open(FACE_PHOTO)) >= 1
-    assert faces.count_faces(Image.open(__import__("io").BytesIO(make_jpeg(640, 480)))) == 0
+    assert faces.count_faces(Image.open(io.BytesIO(make_jpeg(640, 480)))) == 0
 
 
 def test_detector_false_positives_on_the_shared_outdoor_photos(shared_data):
