@@ -67,7 +67,7 @@ inputs = st.one_of(
 )
 
 
-@hsettings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@hsettings(max_examples=200, deadline=5000, suppress_health_check=[HealthCheck.too_slow])
 @given(inputs)
 def test_the_image_door_only_accepts_or_refuses_clearly(data):
     try:
@@ -83,7 +83,7 @@ def _files(root) -> list[str]:
 
 
 @pytest.mark.django_db
-@hsettings(max_examples=200, deadline=3000,
+@hsettings(max_examples=200, deadline=5000,
            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=inputs)
 def test_the_upload_endpoint_never_errors_and_leaves_nothing_on_refusal(client, user, settings, data):
