@@ -181,3 +181,29 @@ def test_unknown_granularity_setting_is_refused(tmp_path):
     result = subprocess.run([sys.executable, "manage.py", "check"], cwd=Path(__file__).resolve().parents[1],
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "GEOWEB_UPLOAD_GRANULARITY" in result.stderr
+
+
+@pytest.mark.django_db
+def test_results_stored_before_the_limit_are_limited_by_the_migration(user):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("predictor.migrations.0003_limit_earlier_results")
+    fine_cell = {"token": "89c25a31", "class_index": 7, "probability": 0.4, "lat": 40.71234, "lon": -74.00567}
+    events = [
+        {"type": "partitions", "seq": 2, "partitionings": {"fine": [fine_cell]}},
+        {"type": "heatmap", "seq": 3, "geojson": {"type": "FeatureCollection", "features": [{"properties": fine_cell}]},
+         "cells": 1},
+        {"type": "estimate", "seq": 4, "lat": 40.71234, "lon": -74.00567, "label": "United States (Northern America)",
+         "radius_km": 30.0, "candidates": [fine_cell]},
+    ]
+    old = Analysis.objects.create(owner=user, status="done", original_sha256="0" * 64,
+                                  result={"events": events, "summary": {"lat": 40.71234, "lon": -74.00567}})
+    migration.limit_earlier_results(apps, None)
+    old.refresh_from_db()
+    stored = json.dumps(old.result)
+    assert "89c25a31" not in stored and "40.71" not in stored and "74.00" not in stored
+    assert old.granularity == "country" and "before answers were limited" in old.coarsening_reason
+    assert old.summary == {"lat": 41.0, "lon": -74.0}
+    assert next(e for e in old.events if e["type"] == "estimate")["label"] == "United States (Northern America)"
