@@ -32,6 +32,10 @@ def test_terms_then_upload_with_a_limited_answer_and_no_csp_violation(live_setti
     page.wait_for_selector("#analysis-root[data-stage=done]", timeout=60_000)
     analysis = Analysis.objects.get()
     assert analysis.granularity in ("region", "country")
+    toggles = [t.strip() for t in page.locator("#layer-toggles label:visible").all_inner_texts()]
+    assert "Fine" not in toggles and "Middle" not in toggles and "Hierarchy" not in toggles
+    if analysis.granularity == "region":
+        assert "Coarse" in toggles and page.locator("path.heat-cell").count() > 0
     candidates = page.locator("#candidates li").all_inner_texts()
     assert candidates and page.is_visible("#estimate")
     if analysis.coarsening_reason:  # the random model may call the photo indoor

@@ -118,6 +118,10 @@
           }), { radius: 25, blur: 20, maxZoom: 6 });
         }
       });
+      // Uploads limited to region or country level carry no middle, fine or hierarchy cells: offer only what came.
+      Array.prototype.forEach.call(document.querySelectorAll("#layer-toggles input[name=layer]"), function (input) {
+        input.parentNode.hidden = !groups[input.value];
+      });
       showLayer();
     },
     estimate: function (event) {
