@@ -114,8 +114,23 @@ class AnalysisConsumer(AsyncJsonWebsocketConsumer):
         seq = event.get("seq", 0)
         if seq and seq <= self.last_seq:
             return  # already sent from the database
+        if seq > self.last_seq + 1:
+            # An event in between was lost on the way: a channel layer drops messages for a channel that is full
+            # or read too late. Every event is stored before it is published, so the database has the missing
+            # ones (and this one): send them from there, in order.
+            await self._send_stored_after(self.last_seq)
+            if seq <= self.last_seq:
+                return
         self.last_seq = max(self.last_seq, seq)
         await self.send_json(event)
+
+    async def _send_stored_after(self, after_seq: int):
+        _, stored = await self._stored_state(self.scope["user"], self.scope["url_route"]["kwargs"]["analysis_id"],
+                                             after_seq)
+        for event in stored:
+            if event["seq"] > self.last_seq:
+                self.last_seq = event["seq"]
+                await self.send_json({**event, "replay": True})
 
     async def _replay(self, user, analysis_id, *, after_seq: int):
         status, stored = await self._stored_state(user, analysis_id, after_seq)
