@@ -103,19 +103,6 @@ def test_photos_go_to_the_network_of_their_scene(tiny_bundle):
     assert calls == {"indoor": 0, "natural": 15, "urban": 0}  # 3 photos x 5 crops
 
 
-def test_single_photo_latency_on_cpu_is_well_under_100_ms(tiny_model):
-    photo = Image.open(io.BytesIO(make_jpeg(640, 480)))
-    photo.load()
-    with InferenceEngine(tiny_model, max_wait_ms=0) as engine:
-        engine.submit(photo).result()
-        times = []
-        for _ in range(7):
-            start = time.perf_counter()
-            engine.submit(photo).result()
-            times.append(time.perf_counter() - start)
-    assert sorted(times)[3] < 0.1
-
-
 def test_closed_engine_refuses_new_work(tiny_model):
     engine = InferenceEngine(tiny_model)
     engine.close()
