@@ -263,16 +263,16 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each timed phase")
     parser.add_argument("--images", type=int, default=60, help="generated game images to import")
-    parser.add_argument("--sqlite-tuned", action="store_true",
-                        help="run SQLite with WAL, synchronous=NORMAL and IMMEDIATE transactions")
+    parser.add_argument("--sqlite-plain", action="store_true",
+                        help="run SQLite as it comes (rollback journal, deferred transactions), not the defaults")
     parser.add_argument("--keep", action="store_true", help="keep the throwaway data directory")
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="geoweb-game-bench-"))
     env = dict(os.environ, GEOWEB_DATA_DIR=str(data_dir), DJANGO_SETTINGS_MODULE="benchmarks.game_bench_settings",
                PYTHONPATH=str(ROOT), GEOWEB_EMBEDDED_WORKER="0", GEOWEB_TILE_URL="", GEOWEB_LOG_LEVEL="WARNING")
-    if args.sqlite_tuned:
-        env["GEOWEB_BENCH_SQLITE_TUNED"] = "1"
+    if args.sqlite_plain:
+        env["GEOWEB_BENCH_SQLITE_PLAIN"] = "1"
     env.pop("DATABASE_URL", None)
     env.pop("REDIS_URL", None)
     server = None
@@ -292,7 +292,7 @@ def main() -> None:
             shutil.rmtree(data_dir, ignore_errors=True)
     hello = phases[0].rate
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-          f"Daphne, SQLite{' (WAL, IMMEDIATE)' if args.sqlite_tuned else ''}, {args.clients} concurrent clients, {args.seconds:.0f} s per phase")
+          f"Daphne, SQLite{' (plain: rollback journal, deferred)' if args.sqlite_plain else ' (WAL, IMMEDIATE)'}, {args.clients} concurrent clients, {args.seconds:.0f} s per phase")
     for phase in phases:
         ratio = f"  = {phase.rate / hello * 100:5.1f}% of hello" if phase.name != "hello" and hello else ""
         print(phase.row() + ratio)

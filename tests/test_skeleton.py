@@ -50,3 +50,14 @@ def test_browser_login_and_logout(live_app, page, transactional_db, django_user_
     page.click("text=Log out")
     page.wait_for_selector("text=Log in")
     assert page.js_errors == []
+
+
+@pytest.mark.django_db
+def test_sqlite_runs_with_write_ahead_log():
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("the PostgreSQL pass")
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        assert cursor.fetchone()[0] == "wal"
