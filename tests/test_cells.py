@@ -156,6 +156,17 @@ def test_build_partitions_command_single_and_hierarchy(shared_data, tmp_path, ca
 
     with pytest.raises(CommandError, match="no column LAT"):
         call_command("build_partitions", "--coords", str(coords), "--tau-min", "3", "--tau-max", "40")
-    coords.write_text("LAT,LON\n10,20\n10,abc\n")
-    with pytest.raises(CommandError, match=r":3: not a coordinate pair"):
+    # Bad rows are counted and left out, never fatal; a file with no good row at all is refused.
+    capsys.readouterr()
+    coords.write_text("LAT,LON\n10,20\n10,abc\n91,5\n11,21\n")
+    call_command("build_partitions", "--coords", str(coords), "--tau-min", "1", "--tau-max", "40",
+                 "--out", str(tmp_path / "two.csv"))
+    printed = capsys.readouterr().out
+    assert "2 coordinates from" in printed
+    assert "skipped 2 bad rows: line 3: not a coordinate pair" in printed and "line 4: coordinates out of range" in printed
+    assert sum(Partitioning.from_csv(tmp_path / "two.csv").counts) == 2
+    coords.write_text("LAT,LON\n10,abc\n")
+    with pytest.raises(CommandError, match="no coordinates"):
         call_command("build_partitions", "--coords", str(coords), "--tau-min", "3", "--tau-max", "40")
+    with pytest.raises(ValueError, match=r":2: not a coordinate pair"):
+        cells.read_coordinates(coords)

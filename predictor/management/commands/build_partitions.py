@@ -35,12 +35,16 @@ class Command(BaseCommand):
         parser.add_argument("--name", help="partitioning name (single partitioning; default: the output file name)")
 
     def handle(self, *args, **options):
+        skipped: list[str] = []
         try:
             lats, lons = cells.read_coordinates(options["coords"], lat_col=options["lat_col"],
-                                                lon_col=options["lon_col"])
+                                                lon_col=options["lon_col"], skipped=skipped)
         except ValueError as error:
             raise CommandError(str(error)) from None
         self.stdout.write(f"{len(lats)} coordinates from {options['coords']}")
+        if skipped:
+            shown = "; ".join(skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+            self.stdout.write(f"skipped {len(skipped)} bad rows: {shown}")
         if options["hierarchy"]:
             self._hierarchy(lats, lons, options)
         else:

@@ -130,8 +130,13 @@ def build_hierarchy(lats, lons, *, tau_min: int, tau_maxes, names=HIERARCHY_NAME
                        name=name) for t, name in zip(tau_maxes, names)]
 
 
-def read_coordinates(path: str | Path, *, lat_col: str = "LAT", lon_col: str = "LON") -> tuple[np.ndarray, np.ndarray]:
-    """Latitude and longitude columns of a CSV with a header; bad rows are reported with their line number."""
+def read_coordinates(path: str | Path, *, lat_col: str = "LAT", lon_col: str = "LON",
+                     skipped: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Latitude and longitude columns of a CSV with a header.
+
+    A bad row raises ValueError with its line number, unless `skipped` is given: then the row is left out and its
+    reason appended there (a few odd rows in millions should not stop a build).
+    """
     path = Path(path)
     try:
         handle = path.open(newline="", encoding="utf-8-sig")
@@ -154,10 +159,14 @@ def read_coordinates(path: str | Path, *, lat_col: str = "LAT", lon_col: str = "
                 continue
             try:
                 lat, lon = float(row[i]), float(row[j])
+                problem = "" if abs(lat) <= 90 and abs(lon) <= 180 else f"coordinates out of range: {lat}, {lon}"
             except (ValueError, IndexError):
-                raise ValueError(f"{path}:{number}: not a coordinate pair: {row}") from None
-            if not (abs(lat) <= 90 and abs(lon) <= 180):
-                raise ValueError(f"{path}:{number}: coordinates out of range: {lat}, {lon}")
+                problem = f"not a coordinate pair: {row}"
+            if problem:
+                if skipped is None:
+                    raise ValueError(f"{path}:{number}: {problem}")
+                skipped.append(f"line {number}: {problem}")
+                continue
             lats.append(lat)
             lons.append(lon)
     if not lats:
