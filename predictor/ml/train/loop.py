@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import random
 import time
@@ -317,6 +316,24 @@ def evaluate(model: nn.Module, loader: DataLoader, *, partitionings: list[Partit
     return accuracy.result("val")
 
 
+def epoch_steps(train_set: ShardStream, config: TrainConfig, runtime: Runtime) -> int:
+    """Optimizer steps of this epoch, equal on every rank.
+
+    The stream already gives every rank the same number of samples (so the same number of batches); taking the
+    minimum over the ranks as well (one all_reduce of a single number per epoch) keeps a rank from ever entering
+    a step the others will not take, where DistributedDataParallel would wait for it forever.
+    """
+    steps = train_set.batches_per_rank(config.batch_size, config.workers)
+    if config.max_steps_per_epoch:
+        steps = min(steps, config.max_steps_per_epoch)
+    if runtime.distributed:
+        count = torch.tensor([steps], dtype=torch.int64,
+                             device=runtime.device if torch.distributed.get_backend() == "nccl" else "cpu")
+        torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MIN)
+        steps = int(count.item())
+    return steps
+
+
 def train(config: TrainConfig) -> dict:
     """Run (or resume) training; returns the last epoch's metrics and the checkpoint paths."""
     runtime = start_runtime(config.device)
@@ -386,7 +403,7 @@ def train(config: TrainConfig) -> dict:
     step_model = torch.compile(model) if config.compile else model
 
     metrics_path = output / "metrics.csv"
-    last = {}
+    last, steps_run = {}, []
     for epoch in range(start_epoch, config.epochs):
         train_set.set_epoch(epoch)
         loader = _loader(train_set, config, runtime, config.batch_size)
@@ -395,15 +412,14 @@ def train(config: TrainConfig) -> dict:
         loss_sums = torch.zeros(len(num_classes) + 1, dtype=torch.float64)
         seen = 0
         started = time.perf_counter()
-        total_steps = math.ceil(len(train_set) / config.batch_size) if keep_ids is None else None
-        if config.max_steps_per_epoch:
-            total_steps = min(total_steps or config.max_steps_per_epoch, config.max_steps_per_epoch)
+        total_steps = epoch_steps(train_set, config, runtime)
         batches = loader
         if config.progress and runtime.is_main:
             from tqdm import tqdm
             batches = tqdm(loader, total=total_steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch")
+        steps = 0
         for step, (images, targets, _, _, _) in enumerate(batches):
-            if config.max_steps_per_epoch and step >= config.max_steps_per_epoch:
+            if step >= total_steps:
                 break
             images = _to_device_images(images, runtime, config, train=True, channels_last=channels_last)
             targets = targets.to(runtime.device, non_blocking=True)
@@ -424,9 +440,11 @@ def train(config: TrainConfig) -> dict:
             loss_sums[0] += loss.detach().double().cpu() * n
             for p, head_loss in enumerate(losses):
                 loss_sums[p + 1] += head_loss.detach().double().cpu() * n
+            steps += 1
             if hasattr(batches, "set_postfix") and step % 10 == 0:
                 batches.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
         elapsed = time.perf_counter() - started
+        steps_run.append(steps)
         counts = torch.tensor([float(seen)], dtype=torch.float64)
         if runtime.distributed:
             torch.distributed.all_reduce(loss_sums)
@@ -461,7 +479,8 @@ def train(config: TrainConfig) -> dict:
         if runtime.distributed:
             torch.distributed.barrier()
     result = {"metrics": last, "history": history, "last": str(output / "last.pt"),
-              "best": str(output / "best.pt"), "metrics_csv": str(metrics_path), "best_val_loss": best}
+              "best": str(output / "best.pt"), "metrics_csv": str(metrics_path), "best_val_loss": best,
+              "steps": steps_run}
     if runtime.distributed:
         torch.distributed.destroy_process_group()
     return result

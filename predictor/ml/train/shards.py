@@ -216,13 +216,57 @@ def worker_position() -> tuple[int, int]:
     return (info.id, info.num_workers) if info is not None else (0, 1)
 
 
+def iterate_tar_metadata(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(sample position, metadata) for each sample of one tar shard, reading only the small JSON members.
+
+    A sample's position is the order in which its key first appears in the tar, as in `iterate_tar_selected`."""
+    positions: dict[str, int] = {}
+    with tarfile.open(path, "r") as archive:
+        for member in archive:
+            if not member.isfile():
+                continue
+            key, _, extension = member.name.partition(".")
+            position = positions.setdefault(key, len(positions))
+            if extension == "json":
+                yield position, json.loads(archive.extractfile(member).read())
+
+
+def iterate_tar_selected(path: str | Path, wanted: set[int]) -> Iterator[tuple[int, bytes, dict]]:
+    """(position, jpeg bytes, metadata) for the samples of one tar shard whose position is in `wanted`; the JPEG
+    data of the other samples is skipped, not read."""
+    positions: dict[str, int] = {}
+    pending: dict[str, dict] = {}
+    with tarfile.open(path, "r") as archive:
+        for member in archive:
+            if not member.isfile():
+                continue
+            key, _, extension = member.name.partition(".")
+            position = positions.setdefault(key, len(positions))
+            if position not in wanted:
+                continue
+            entry = pending.setdefault(key, {})
+            entry[extension] = archive.extractfile(member).read()
+            if "jpg" in entry and "json" in entry:
+                del pending[key]
+                yield position, entry["jpg"], json.loads(entry["json"])
+
+
 class ShardStream(IterableDataset):
     """Streams (tensor or JPEG bytes, labels, lat, lon, id) from a shard folder.
 
-    Each (rank, worker) pair reads its own shards (round-robin over a per-epoch shuffled order); when there are
-    fewer shards than readers it falls back to reading all shards and keeping every n-th sample. Under DDP every
-    rank yields the same number of samples (readers cycle their shards), so no rank waits for a missing batch.
-    `keep_ids` restricts the stream to a subset, e.g. one scene concept for an ISN.
+    Every (rank, DataLoader worker) pair is one reader, and under DDP every rank yields exactly
+    `samples_per_rank()` samples, so all ranks run the same number of steps and none waits for a missing batch.
+
+    - Unfiltered (every stored sample is usable): readers take whole shards round-robin over a per-epoch shuffled
+      order (each rank gets total // world samples; readers cycle their shards to fill that quota). When there
+      are fewer shards than readers, every reader reads all shards and keeps every n-th sample.
+    - Filtered (`keep_ids`, e.g. one scene concept for an ISN, or labels recomputed for other partitionings,
+      which may put a photo outside every cell): the usable samples are found first (a scan of the JSON
+      metadata, once per stream) and then dealt out, in the epoch's shard order, one by one to the readers.
+      Filtering before splitting matters: a subset is rarely spread evenly over the shards, so filtering each
+      rank's share afterwards gives ranks different batch counts and DDP stalls at the end of the epoch. Each
+      rank gets ceil(usable / world) samples; the few missing on some readers are repeats (padding), as
+      DistributedSampler does.
     """
 
     def __init__(self, folder: str | Path, *, partitionings: Sequence[Partitioning], transform=None,
@@ -241,6 +285,11 @@ class ShardStream(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self._label_cache: dict[tuple[float, float], list[int] | None] = {}
+        self._usable: dict[str, np.ndarray] | None = None  # filtered streams: usable positions per shard
+
+    @property
+    def filtered(self) -> bool:
+        return self.keep_ids is not None or not self.stored_labels_valid
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -251,14 +300,50 @@ class ShardStream(IterableDataset):
             rank, world = self.rank, self.world_size or 1
         return rank, world
 
+    def _keep(self, meta: dict) -> list[int] | None:
+        """The sample's labels, or None when the stream skips it (outside the subset, or in no cell)."""
+        if self.keep_ids is not None and meta["id"] not in self.keep_ids:
+            return None
+        return self._labels(meta)
+
+    def usable_positions(self) -> dict[str, np.ndarray]:
+        """Filtered streams: for each shard, the positions of the samples the stream yields (scanned once)."""
+        if self._usable is None:
+            usable = {}
+            for shard in self.index["shards"]:
+                if shard["count"] > 0:
+                    positions = [p for p, meta in iterate_tar_metadata(self.folder / shard["name"])
+                                 if self._keep(meta) is not None]
+                    usable[shard["name"]] = np.asarray(positions, dtype=np.int64)
+            self._usable = usable
+        return self._usable
+
+    def usable_samples(self) -> int:
+        if not self.filtered:
+            return int(self.index["samples"])
+        return int(sum(len(p) for p in self.usable_positions().values()))
+
     def samples_per_rank(self) -> int:
-        """Samples one rank yields per epoch before subset filtering (equal on every rank under DDP)."""
+        """Samples one rank yields per epoch, the same on every rank under DDP."""
         _, world = self._position()
-        total = int(self.index["samples"])
-        return total // world if world > 1 else total
+        usable = self.usable_samples()
+        if world <= 1:
+            return usable
+        return math.ceil(usable / world) if self.filtered else usable // world
 
     def __len__(self) -> int:
         return self.samples_per_rank()
+
+    def _worker_quota(self, worker: int, workers: int) -> int:
+        per_rank = self.samples_per_rank()
+        return per_rank // workers + (1 if worker < per_rank % workers else 0)
+
+    def batches_per_rank(self, batch_size: int, workers: int) -> int:
+        """Batches a DataLoader with `workers` workers (0 = in process) makes of this rank's share per epoch:
+        each worker batches its own samples, so each may end with a short batch."""
+        if workers <= 0:
+            return math.ceil(self.samples_per_rank() / batch_size)
+        return sum(math.ceil(self._worker_quota(w, workers) / batch_size) for w in range(workers))
 
     def _labels(self, meta: dict) -> list[int] | None:
         if self.stored_labels_valid:
@@ -268,27 +353,31 @@ class ShardStream(IterableDataset):
             self._label_cache[key] = labels_for(self.partitionings, meta["lat"], meta["lon"])
         return self._label_cache[key]
 
-    def _reader_plan(self) -> tuple[list[str], int, int, int | None]:
-        """(shard names, sample stride, sample offset, quota) for this reader."""
-        rank, world = self._position()
-        worker, workers = worker_position()
-        readers, reader = world * workers, rank * workers + worker
+    def _epoch_shards(self) -> list[str]:
         shards = [s["name"] for s in self.index["shards"] if s["count"] > 0]
         if self.shuffle:
             random.Random(self.seed + self.epoch).shuffle(shards)
-        quota = None
-        if world > 1:
-            per_rank = int(self.index["samples"]) // world
-            quota = per_rank // workers + (1 if worker < per_rank % workers else 0)
+        return shards
+
+    def _reader_plan(self) -> tuple[list[str], int, int, int | None]:
+        """Unfiltered streams: (shard names, sample stride, sample offset, quota) for this reader."""
+        rank, world = self._position()
+        worker, workers = worker_position()
+        readers, reader = world * workers, rank * workers + worker
+        shards = self._epoch_shards()
+        quota = self._worker_quota(worker, workers) if world > 1 else None
         if len(shards) >= readers:
             return shards[reader::readers], 1, 0, quota
         return shards, readers, reader, quota
 
     def _raw_samples(self) -> Iterator[tuple[bytes, dict]]:
+        if self.filtered:
+            yield from self._filtered_samples()
+            return
         shards, stride, offset, quota = self._reader_plan()
         if not shards:
             return
-        yielded, position, rounds = 0, 0, 0
+        yielded, position = 0, 0
         while True:
             for name in shards:
                 for jpeg, meta in iterate_tar_samples(self.folder / name):
@@ -299,10 +388,35 @@ class ShardStream(IterableDataset):
                         return
                     yielded += 1
                     yield jpeg, meta
-            rounds += 1
             # Cycle only to fill the DDP quota, and stop if a pass yields nothing (avoids an endless loop).
             if quota is None or yielded >= quota or yielded == 0:
                 return
+
+    def _filtered_samples(self) -> Iterator[tuple[bytes, dict]]:
+        """This reader's share of the usable samples: every `readers`-th one in the epoch's shard order, wrapping
+        around to pad up to its quota."""
+        rank, world = self._position()
+        worker, workers = worker_position()
+        readers, reader = world * workers, rank * workers + worker
+        usable = self.usable_positions()
+        order = [name for name in self._epoch_shards() if len(usable.get(name, ()))]
+        if not order:
+            return
+        sizes = np.array([len(usable[name]) for name in order])
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        total = int(sizes.sum())
+        quota = self._worker_quota(worker, workers) if world > 1 else len(range(reader, total, readers))
+        picks = (reader + readers * np.arange(quota, dtype=np.int64)) % total  # global indices, padded by wrapping
+        wanted: dict[int, dict[int, int]] = {}  # shard number -> {position in shard: times wanted}
+        for pick in picks.tolist():
+            shard = int(np.searchsorted(starts, pick, side="right") - 1)
+            position = int(usable[order[shard]][pick - starts[shard]])
+            wanted.setdefault(shard, {})
+            wanted[shard][position] = wanted[shard].get(position, 0) + 1
+        for shard in sorted(wanted):
+            for position, jpeg, meta in iterate_tar_selected(self.folder / order[shard], set(wanted[shard])):
+                for _ in range(wanted[shard][position]):
+                    yield jpeg, meta
 
     def _shuffled(self, samples: Iterator) -> Iterator:
         if not self.shuffle or self.shuffle_buffer <= 1:
@@ -324,10 +438,8 @@ class ShardStream(IterableDataset):
 
     def __iter__(self):
         for jpeg, meta in self._shuffled(self._raw_samples()):
-            if self.keep_ids is not None and meta["id"] not in self.keep_ids:
-                continue
-            labels = self._labels(meta)
-            if labels is None:
+            labels = self._keep(meta)
+            if labels is None:  # cannot happen: filtered streams pre-select, unfiltered ones have stored labels
                 continue
             target = torch.tensor(labels, dtype=torch.long)
             if self.encoded:
