@@ -10,7 +10,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from predictor.ml.train.export import export_bundle, networks_from_checkpoints, scene_parts, validation_accuracy
+from predictor.ml.train.export import export_bundle, networks_from_checkpoints, scene_parts, validation_sections
 
 
 def add_scene_arguments(parser) -> None:
@@ -81,14 +81,8 @@ class Command(BaseCommand):
         try:
             networks, partitionings, histories = networks_from_checkpoints(checkpoints)
             scene_network, mapping, scene_note = resolve_scene(options)
-            validation = {}
-            for concept, history in histories.items():
-                validation = validation_accuracy(history) if concept == "base" else validation
+            validation = validation_sections(histories)
             notes = " ".join(filter(None, [options["notes"], scene_note + "."]))
-            if len(histories) > 1:
-                notes += (" Validation accuracy per ISN (each on its own held-out shards): " + "; ".join(
-                    f"{c}: {', '.join(f'{k} km {100 * v:.1f}%' for k, v in validation_accuracy(h).items())}"
-                    for c, h in histories.items()))
             output = Path(options["output"] or options["name"])
             path, report = export_bundle(
                 output, name=options["name"], networks=networks, partitionings=partitionings,

@@ -47,6 +47,22 @@ def validation_accuracy(history: list[dict]) -> dict[str, float]:
     return {f"{int(t)}": float(best[f"val_acc{int(t)}km_hierarchy"]) for t in ACCURACY_THRESHOLDS_KM}
 
 
+VALIDATION_LABEL = "validation (held-out shards, f*, centre crop)"
+
+
+def validation_sections(histories: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
+    """Model card accuracy entries from training histories: one for a base network, one per ISN (each measured
+    on the validation shards that ISN was trained with), at each network's lowest-validation-loss epoch."""
+    sections = {}
+    for concept, history in histories.items():
+        values = validation_accuracy(history)
+        if not values:
+            continue
+        label = VALIDATION_LABEL if concept == "base" else f"ISN {concept}: {VALIDATION_LABEL}"
+        sections[label] = values
+    return sections
+
+
 def evaluate_test_set(bundle_path: str | Path, *, metadata: str | Path, images: str | Path,
                       device: str = "cpu", batch_size: int = 32) -> tuple[dict[str, float], dict]:
     """Accuracy of a bundle on a metadata CSV + image folder, predicted by the serving engine (test-time crops,
@@ -88,18 +104,18 @@ def evaluate_test_set(bundle_path: str | Path, *, metadata: str | Path, images: 
 
 def export_bundle(output: str | Path, *, name: str, networks: dict[str, GeoNetwork],
                   partitionings: list[Partitioning], scene_network: GeoNetwork, scene_mapping,
-                  training_data: str, validation: dict[str, float] | None = None, notes: str = "",
+                  training_data: str, validation: dict[str, dict[str, float]] | None = None, notes: str = "",
                   test_sets: list[tuple[str, Path, Path]] = (), device: str = "cpu",
                   overwrite: bool = False) -> tuple[Path, dict]:
-    """Write the bundle; test sets given as (name, metadata CSV, image folder) are evaluated and recorded."""
+    """Write the bundle; test sets given as (name, metadata CSV, image folder) are evaluated and recorded.
+    `validation` maps a card label to {threshold km: fraction} (see `validation_sections`)."""
     from predictor.ml.bundle import save_bundle
 
     output = Path(output)
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists")
     accuracy: dict[str, dict | str] = {}
-    if validation:
-        accuracy["validation (held-out shards, f*, centre crop)"] = validation
+    accuracy.update(validation or {})
     measured = {}
     card = {"training_data": training_data, "notes": notes}
     common = dict(name=name, networks=networks, partitionings=partitionings, scene_network=scene_network,
