@@ -23,21 +23,34 @@ def crop_activation_maps(features: torch.Tensor, weights: torch.Tensor) -> torch
 
 def class_activation_map(features: torch.Tensor, weights: torch.Tensor, geometry: CropGeometry) -> np.ndarray:
     """The photo's CAM at the resized photo's resolution, float32 in 0..1, shape [resized_h, resized_w]."""
-    maps = crop_activation_maps(features, weights)
+    return class_activation_maps(features, weights[None], geometry)[0]
+
+
+def class_activation_maps(features: torch.Tensor, weights: torch.Tensor, geometry: CropGeometry) -> np.ndarray:
+    """CAMs of several classes from one photo's activations: [k, C, h, w] and [n, C] -> [n, resized_h, resized_w].
+
+    The activations are computed once per photo, so each further class costs one weighted sum and one upsampling.
+    """
+    maps = torch.einsum("kchw,nc->nkhw", features.float(), weights.float().to(features.device))
+    n, k = maps.shape[:2]
     size = geometry.size
-    upsampled = F.interpolate(maps[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0].cpu()
-    canvas = torch.zeros((geometry.resized_height, geometry.resized_width), dtype=torch.float32)
-    count = torch.zeros_like(canvas)
-    for crop_map, (left, top) in zip(upsampled, geometry.offsets):
-        canvas[top:top + size, left:left + size] += crop_map
+    upsampled = F.interpolate(maps.reshape(n * k, 1, *maps.shape[2:]), size=(size, size), mode="bilinear",
+                              align_corners=False).reshape(n, k, size, size).cpu()
+    canvas = torch.zeros((n, geometry.resized_height, geometry.resized_width), dtype=torch.float32)
+    count = torch.zeros((geometry.resized_height, geometry.resized_width), dtype=torch.float32)
+    for crop, (left, top) in enumerate(geometry.offsets):
+        canvas[:, top:top + size, left:left + size] += upsampled[:, crop]
         count[top:top + size, left:left + size] += 1
     covered = count > 0
-    canvas[covered] /= count[covered]
+    canvas[:, covered] /= count[covered]
     if covered.any():
         # Pixels no crop covers take the lowest covered value, so they do not look like evidence.
-        canvas[~covered] = canvas[covered].min()
-    low, high = canvas.min(), canvas.max()
-    canvas = (canvas - low) / (high - low) if high > low else torch.zeros_like(canvas)
+        lowest = canvas[:, covered].min(dim=1).values
+        canvas[:, ~covered] = lowest[:, None]
+    low = canvas.flatten(1).min(dim=1).values[:, None, None]
+    high = canvas.flatten(1).max(dim=1).values[:, None, None]
+    spread = high - low
+    canvas = torch.where(spread > 0, (canvas - low) / spread.clamp_min(1e-12), torch.zeros_like(canvas))
     return canvas.numpy().astype(np.float32)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .cam import class_activation_map
+from .cam import class_activation_maps
 from .hierarchy import HierarchyOutput
 from .model import GeoModel, ModelOutput
 from .prediction import HIERARCHY, S3_CONCEPTS, CellProbability, Prediction, SceneResult
@@ -60,6 +60,7 @@ class _Request:
     source: ImageSource
     cam: bool
     future: Future
+    cam_cells: int = 0
     submitted: float = field(default_factory=time.perf_counter)
 
 
@@ -108,17 +109,21 @@ class InferenceEngine:
 
     # --- public API -------------------------------------------------------------------------------------------
 
-    def submit(self, image: ImageSource, *, cam: bool = False) -> Future:
-        """Queue one photo (PIL image, encoded bytes or a file path); the Future resolves to a `Prediction`."""
+    def submit(self, image: ImageSource, *, cam: bool = False, cam_cells: int = 0) -> Future:
+        """Queue one photo (PIL image, encoded bytes or a file path); the Future resolves to a `Prediction`.
+
+        `cam` adds the activation map of the estimate's cell; `cam_cells` > 0 adds `Prediction.cell_cams` for the
+        top `cam_cells` cells of every partitioning and of the hierarchy.
+        """
         if self._closed:
             raise RuntimeError("the inference engine is closed")
-        request = _Request(source=image, cam=cam, future=Future())
+        request = _Request(source=image, cam=cam, cam_cells=max(0, int(cam_cells)), future=Future())
         self._queue.put(request)
         return request.future
 
-    def predict_many(self, images, *, cam: bool = False) -> list[Prediction | Exception]:
+    def predict_many(self, images, *, cam: bool = False, cam_cells: int = 0) -> list[Prediction | Exception]:
         """Predictions for many photos, in order; a photo that fails yields its Exception instead."""
-        futures = [self.submit(image, cam=cam) for image in images]
+        futures = [self.submit(image, cam=cam, cam_cells=cam_cells) for image in images]
         results: list[Prediction | Exception] = []
         for future in futures:
             try:
@@ -175,6 +180,7 @@ class InferenceEngine:
                 continue
             try:
                 results = self.predict_batch([r.source for r in live], cam=[r.cam for r in live],
+                                             cam_cells=[r.cam_cells for r in live],
                                              submitted=[r.submitted for r in live])
             except Exception as error:  # a model failure (e.g. out of memory) fails this batch, not the engine
                 logger.exception("inference batch of %d failed", len(live))
@@ -196,14 +202,16 @@ class InferenceEngine:
     # --- one batch --------------------------------------------------------------------------------------------
 
     def predict_batch(self, sources: list[ImageSource], *, cam: bool | list[bool] = False,
+                      cam_cells: int | list[int] = 0,
                       submitted: list[float] | None = None) -> list[Prediction | Exception]:
         """Run a list of photos as one batch on the calling thread (the engine thread uses this too)."""
         with torch.inference_mode():
-            return self._predict_batch(sources, cam=cam, submitted=submitted)
+            return self._predict_batch(sources, cam=cam, cam_cells=cam_cells, submitted=submitted)
 
-    def _predict_batch(self, sources, *, cam, submitted) -> list[Prediction | Exception]:
+    def _predict_batch(self, sources, *, cam, cam_cells, submitted) -> list[Prediction | Exception]:
         started = time.perf_counter()
         cams = cam if isinstance(cam, list) else [cam] * len(sources)
+        cell_counts = cam_cells if isinstance(cam_cells, list) else [cam_cells] * len(sources)
         prepared = self._prepare(sources)
         ok = [i for i, p in enumerate(prepared) if isinstance(p, _Prepared)]
         results: list[Prediction | Exception] = list(prepared)  # exceptions stay in place
@@ -226,9 +234,10 @@ class InferenceEngine:
         for row, i in enumerate(ok):
             item: _Prepared = prepared[i]
             prediction = self._prediction(row, output, decoded)
-            if cams[i]:
-                prediction.cam = self._cam(crops[row * k:(row + 1) * k], int(output.concepts[row]),
-                                           int(decoded.hierarchy_argmax[row]), item.geometry)
+            if cams[i] or cell_counts[i]:
+                self._add_cams(prediction, crops[row * k:(row + 1) * k], int(output.concepts[row]),
+                               int(decoded.hierarchy_argmax[row]) if cams[i] else None, cell_counts[i],
+                               item.geometry)
             done = time.perf_counter()
             prediction.timings_ms = {
                 "decode_ms": round(item.decode_ms, 2), "model_ms": round(model_ms, 2), "batch_size": float(len(ok)),
@@ -367,12 +376,35 @@ class InferenceEngine:
 
     # --- results ----------------------------------------------------------------------------------------------
 
-    def _cam(self, crops: torch.Tensor, concept: int, fine_class: int, geometry: CropGeometry) -> np.ndarray:
+    def _add_cams(self, prediction: Prediction, crops: torch.Tensor, concept: int, fine_class: int | None,
+                  cells: int, geometry: CropGeometry) -> None:
+        """The estimate's CAM (fine class `fine_class`) and those of the top `cells` cells of each partitioning."""
+        names = self.model.partitioning_names
+        wanted: list[tuple[str, int]] = []
+        if cells:
+            for name in [*names, HIERARCHY]:
+                partitioning = names[-1] if name == HIERARCHY else name
+                wanted += [(partitioning, c.class_index) for c in prediction.top_cells.get(name, [])[:cells]]
+        if fine_class is not None:
+            wanted.append((names[-1], fine_class))
+        wanted = list(dict.fromkeys(wanted))  # hierarchy cells repeat the finest partitioning's
+        maps = self.class_activation_maps(crops, concept, wanted, geometry)
+        if cells:
+            prediction.cell_cams = dict(zip(wanted, maps))
+        if fine_class is not None:
+            prediction.cam = maps[wanted.index((names[-1], fine_class))]
+
+    def class_activation_maps(self, crops: torch.Tensor, concept: int, classes: list[tuple[str, int]],
+                              geometry: CropGeometry) -> list[np.ndarray]:
+        """CAMs of (partitioning name, class index) pairs for one photo's crops, from one pass of its network."""
+        if not classes:
+            return []
         network = self.model.isn.network_for(concept)
+        heads = {name: head for head, name in enumerate(self.model.partitioning_names)}
+        weights = torch.stack([network.class_weights(heads[name], index) for name, index in classes])
         with torch.inference_mode(), self._autocast():
             features = network.features(crops)
-        weights = network.class_weights(len(network.heads) - 1, fine_class)
-        return class_activation_map(features.float(), weights.detach(), geometry)
+        return list(class_activation_maps(features.float(), weights.detach().float(), geometry))
 
     def _prediction(self, row: int, output: ModelOutput, decoded: HierarchyOutput) -> Prediction:
         model = self.model

@@ -42,10 +42,14 @@ class Prediction:
     confidence: float  # probability mass within 25 km of the estimate (prediction density), 0..1
     timings_ms: dict[str, float] = field(default_factory=dict)
     cam: np.ndarray | None = field(default=None, repr=False)  # HxW float32 in 0..1 over the input image
+    # CAMs of the top cells when asked for: (partitioning name, class index) -> HxW like `cam`. Cells of HIERARCHY
+    # are cells of the finest partitioning and use its key.
+    cell_cams: dict[tuple[str, int], np.ndarray] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data.pop("cam")
+        data.pop("cell_cams")
         data["argmax"] = {k: [float(v[0]), float(v[1])] for k, v in self.argmax.items()}
         data["scene"]["places365_top"] = [[label, float(p)] for label, p in self.scene.places365_top]
         return data
