@@ -244,6 +244,8 @@ UPLOAD_DAILY_QUOTA = env_int("GEOWEB_UPLOAD_DAILY_QUOTA", 50)  # analyses per us
 WORKER_BATCH = env_int("GEOWEB_WORKER_BATCH", 32)  # analyses claimed at once
 WORKER_POLL_S = float(os.environ.get("GEOWEB_WORKER_POLL_S", "2"))
 WORKER_MAX_ATTEMPTS = env_int("GEOWEB_WORKER_MAX_ATTEMPTS", 3)  # re-queues after a dead worker before giving up
+# Activation maps stored per analysis for clicked cells: the top N cells of each partitioning the user may see.
+UPLOAD_CELL_CAMS = env_int("GEOWEB_UPLOAD_CELL_CAMS", 5)
 
 # --- Responsible use of uploads (predictor/policy.py, docs/responsible-use.md) ---
 # How precise an upload's answer may be: "country", "region" (coarse cells, country/region names) or "fine".

@@ -17,6 +17,7 @@ def _delete_files(sender, instance, **kwargs):
     """However an analysis goes (its page, "delete all", account deletion, the admin), its files go with it."""
     from django.core.files.storage import default_storage
 
-    for field in (instance.image, instance.thumbnail, instance.cam):
-        if field:
-            default_storage.delete(field.name)
+    from predictor.services import analysis_files
+
+    for name in analysis_files(instance):
+        default_storage.delete(name)

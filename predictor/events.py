@@ -126,10 +126,17 @@ def estimate_event(prediction: Prediction) -> dict:
     }
 
 
-def cam_event(url: str | None) -> dict:
+def cam_event(url: str | None, *, cells: dict[str, dict[str, str]] | None = None,
+              caption: str | None = None) -> dict:
+    """The overall activation map's URL (and what it is of), plus `cells`: partitioning -> cell token -> URL of that
+    cell's map, for the cells the page may show (already limited by the caller)."""
+    cells = cells or {}
     if url is None:
-        return {"type": "cam", "url": None, "message": "This model gives no activation map."}
-    return {"type": "cam", "url": url}
+        return {"type": "cam", "url": None, "message": "This model gives no activation map.", "cells": cells}
+    event = {"type": "cam", "url": url, "cells": cells}
+    if caption:
+        event["caption"] = caption
+    return event
 
 
 def done_event(timings_ms: dict[str, float]) -> dict:

@@ -18,7 +18,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from predictor import events, granularity, images, policy
+from predictor.ml.prediction import HIERARCHY
 from predictor.models import Analysis, UploadAudit
+from predictor.policy import FINE, REGION
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +96,8 @@ def _new_name(kind: str, extension: str) -> str:
 
 
 def delete_analysis(*, analysis: Analysis) -> None:
-    """Delete the row and every file of it: the photo, the thumbnail and the activation map."""
-    names = [f.name for f in (analysis.image, analysis.thumbnail, analysis.cam) if f]
+    """Delete the row and every file of it: the photo, the thumbnail and the activation maps."""
+    names = analysis_files(analysis)
     Analysis.objects.filter(pk=analysis.pk).delete()
     for name in names:
         default_storage.delete(name)
@@ -117,7 +119,13 @@ def delete_account(*, user) -> None:
 
 
 def analysis_files(analysis: Analysis) -> list[str]:
-    return [f.name for f in (analysis.image, analysis.thumbnail, analysis.cam) if f]
+    """Every stored file of an analysis: photo, thumbnail, activation map and the per-cell activation maps."""
+    return [f.name for f in (analysis.image, analysis.thumbnail, analysis.cam) if f] + cell_cam_files(analysis)
+
+
+def cell_cam_files(analysis: Analysis) -> list[str]:
+    """Storage names of the per-cell activation maps, in the order of their URLs (/analyze/<id>/cam/<n>.png)."""
+    return [entry["file"] for entry in (analysis.result or {}).get("cell_cams", []) if entry.get("file")]
 
 
 def _discard_photo(analysis: Analysis) -> None:
@@ -219,7 +227,7 @@ def run_analyses(*, analyses: list[Analysis]) -> None:
     if not ready:
         return
     start = time.perf_counter()
-    predictions = engine.predict_many(sources, cam=True)
+    predictions = engine.predict_many(sources, cam=True, cam_cells=max(0, settings.UPLOAD_CELL_CAMS))
     batch_ms = (time.perf_counter() - start) * 1000
     for analysis, source, prediction, read in zip(ready, sources, predictions, read_ms):
         if isinstance(prediction, Exception):
@@ -270,7 +278,7 @@ def _stream(analysis: Analysis, prediction, *, photo, model, timings: dict) -> N
     _emit(analysis, limiter.partitions_event())
     _emit(analysis, limiter.heatmap_event())
     estimate = _emit(analysis, {**limiter.estimate_event(), "coarsening_reason": reason})
-    _emit(analysis, events.cam_event(_store_cam(analysis, photo, prediction.cam)))
+    _emit(analysis, _cam_event(analysis, photo, prediction, level=level, partitionings=list(model.partitionings)))
     timings = {**timings, **{f"model_{k}": v for k, v in prediction.timings_ms.items()},
                "events_ms": (time.perf_counter() - start) * 1000}
     created = analysis.created_at
@@ -327,12 +335,44 @@ def _fail_quietly(analysis: Analysis, message: str) -> None:
         pass
 
 
+def _cam_event(analysis: Analysis, photo, prediction, *, level: str, partitionings: list) -> dict:
+    """Store the activation maps this user may see and build the `cam` event that links them.
+
+    The overall map is of the estimate's fine cell only at fine level; a limited answer gets the map of the most
+    probable coarse cell instead. Per-cell maps exist for the top cells of the partitionings the limiter exposes:
+    all of them (and the hierarchy) at fine level, the coarse one at region level, none at country level.
+    """
+    names = [p.name for p in partitionings]
+    coarse, finest = names[0], names[-1]
+    count = max(0, settings.UPLOAD_CELL_CAMS)
+    shown = ({FINE: [*names, HIERARCHY], REGION: [coarse]}).get(level, [])
+    exposed = []  # (layer the page draws, token, key into prediction.cell_cams)
+    for layer in shown:
+        for cell in prediction.top_cells.get(layer, [])[:count]:
+            key = (finest if layer == HIERARCHY else layer, cell.class_index)
+            if key in prediction.cell_cams:
+                exposed.append((layer, cell.token, key))
+    top_coarse = next(iter(prediction.top_cells.get(coarse, [])), None)
+    if level == FINE:
+        overall, caption = prediction.cam, "the estimate's cell"
+    else:
+        overall = prediction.cell_cams.get((coarse, top_coarse.class_index)) if top_coarse else None
+        caption = f"the most probable {coarse} cell {top_coarse.token}" if level == REGION and top_coarse else \
+            "the most probable region"
+    url = _store_cam(analysis, photo, overall)
+    cells = _store_cell_cams(analysis, photo, prediction, exposed)
+    return events.cam_event(url, cells=cells, caption=caption if url else None)
+
+
+def _overlay_png(photo, cam) -> bytes:
+    size = images.stored_size(photo) if isinstance(photo, bytes) else photo.size
+    return images.activation_overlay_png(size, cam)
+
+
 def _store_cam(analysis: Analysis, photo, cam) -> str | None:
     if cam is None:
         return None
-    size = images.stored_size(photo) if isinstance(photo, bytes) else photo.size
-    png = images.activation_overlay_png(size, cam)
-    name = default_storage.save(_new_name("cam", "png"), ContentFile(png))
+    name = default_storage.save(_new_name("cam", "png"), ContentFile(_overlay_png(photo, cam)))
     updated = Analysis.objects.filter(pk=analysis.pk, claim_token=analysis.claim_token).update(cam=name)
     if not updated:
         default_storage.delete(name)
@@ -342,3 +382,32 @@ def _store_cam(analysis: Analysis, photo, cam) -> str | None:
         default_storage.delete(old)  # a re-run after a dead worker replaces the earlier overlay
     analysis.cam = name
     return reverse("analysis-cam", args=[analysis.pk])
+
+
+def _store_cell_cams(analysis: Analysis, photo, prediction, exposed: list) -> dict[str, dict[str, str]]:
+    """Save one overlay PNG per exposed cell, record the names in the result; returns layer -> token -> URL."""
+    entries, saved = [], []
+    try:
+        for layer, token, key in exposed:
+            name = default_storage.save(_new_name("cam", "png"),
+                                        ContentFile(_overlay_png(photo, prediction.cell_cams[key])))
+            saved.append(name)
+            entries.append({"partitioning": layer, "token": token, "file": name})
+        old = cell_cam_files(analysis)
+        result = {**analysis.result, "cell_cams": entries}
+        updated = Analysis.objects.filter(pk=analysis.pk, claim_token=analysis.claim_token).update(result=result)
+        if not updated:
+            raise AnalysisGone(analysis.pk)
+    except BaseException:
+        for name in saved:
+            default_storage.delete(name)
+        raise
+    analysis.result = result
+    for name in old:
+        if name not in saved:
+            default_storage.delete(name)  # a re-run after a dead worker replaces the earlier overlays
+    cells: dict[str, dict[str, str]] = {}
+    for n, entry in enumerate(entries):
+        cells.setdefault(entry["partitioning"], {})[entry["token"]] = reverse("analysis-cell-cam",
+                                                                              args=[analysis.pk, n])
+    return cells

@@ -129,9 +129,13 @@ def analysis_page(request, analysis_id: int):
 
 
 def _private_file(field, content_type: str):
-    if not field or not default_storage.exists(field.name):
+    return _private_name(field.name if field else "", content_type)
+
+
+def _private_name(name: str, content_type: str):
+    if not name or not default_storage.exists(name):
         raise Http404("No such file.")
-    response = FileResponse(default_storage.open(field.name, "rb"), content_type=content_type)
+    response = FileResponse(default_storage.open(name, "rb"), content_type=content_type)
     response["Cache-Control"] = "private, max-age=3600"
     return response
 
@@ -152,6 +156,16 @@ def analysis_thumbnail(request, analysis_id: int):
 @require_GET
 def analysis_cam(request, analysis_id: int):
     return _private_file(_own_analysis(request, analysis_id).cam, "image/png")
+
+
+@login_required
+@require_GET
+def analysis_cell_cam(request, analysis_id: int, index: int):
+    """The activation map of one clicked cell: the `index`-th stored by the analysis (see services._cam_event)."""
+    names = services.cell_cam_files(_own_analysis(request, analysis_id))
+    if index >= len(names):
+        raise Http404("No activation map for this cell.")
+    return _private_name(names[index], "image/png")
 
 
 @login_required

@@ -46,7 +46,9 @@ def test_the_photo_is_deleted_from_disk_when_the_analysis_is_done(client, user, 
     worker.Worker(worker_id="w").run_once()
     analysis.refresh_from_db()
     assert analysis.status == "done" and not analysis.image and not analysis.thumbnail
-    assert files_on_disk(settings) == {analysis.cam.name}  # only the activation map, which holds no pixels
+    # Only the activation maps (overall and per clicked cell), which hold no pixels of the photo.
+    assert files_on_disk(settings) == set(services.analysis_files(analysis))
+    assert analysis.cam.name in files_on_disk(settings) and all("/cam/" in f for f in files_on_disk(settings))
     assert client.get(reverse("analysis-photo", args=[analysis.pk])).status_code == 404
     page = client.get(reverse("analysis", args=[analysis.pk])).content.decode()
     assert 'id="photo-deleted"' in page and reverse("analysis-photo", args=[analysis.pk]) not in page

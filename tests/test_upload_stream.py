@@ -218,8 +218,8 @@ async def test_engine_refusal_of_one_photo_fails_only_that_analysis(tiny_model, 
     engine = await database_sync_to_async(inference.get_engine)()
     real = engine.predict_many
 
-    def one_fails(sources, *, cam=False):
-        results = real(sources, cam=cam)
+    def one_fails(sources, **options):
+        results = real(sources, **options)
         return [ValueError("boom")] + results[1:]
 
     monkeypatch.setattr(engine, "predict_many", one_fails)

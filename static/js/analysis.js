@@ -16,6 +16,7 @@
   var heatLayers = {};
   var estimateLayer = L.layerGroup().addTo(map);
   var layerName = "hierarchy";
+  var cam = { url: null, caption: "", cells: {} };  // from the cam event: overall map and partitioning -> token -> URL
 
   function byId(id) { return document.getElementById(id); }
   function text(node, value) { node.textContent = value; return node; }
@@ -104,12 +105,13 @@
         cellLayers[name] = L.geoJSON({ type: "FeatureCollection", features: features }, {
           style: function (feature) {
             var share = feature.properties.probability / top;
-            return { className: "heat-cell", color: "#7a1010", weight: 0.6, fillColor: "hsl(" + (50 - 50 * share) + ",90%,50%)",
+            return { className: "heat-cell cell-" + feature.properties.token, color: "#7a1010", weight: 0.6, fillColor: "hsl(" + (50 - 50 * share) + ",90%,50%)",
                      fillOpacity: 0.2 + 0.55 * share };
           },
           onEachFeature: function (feature, layer) {
             var p = feature.properties;
             layer.bindPopup(name + " cell " + p.token + " (level " + p.level + ")<br>probability " + pct(p.probability));
+            layer.on("click", function () { showCellCam(name, p.token); });
           }
         });
         if (L.heatLayer) {
@@ -150,13 +152,11 @@
       map.fitBounds(circle.getBounds(), { maxZoom: 6, padding: [20, 20] });
     },
     cam: function (event) {
-      var toggle = byId("cam-toggle");
+      cam = { url: event.url, caption: event.caption || "", cells: event.cells || {} };
       if (!event.url) { text(byId("cam-message"), event.message || "No activation map."); return; }
-      var overlay = byId("cam");
-      overlay.src = event.url;
-      toggle.disabled = false;
-      toggle.checked = true;
-      overlay.hidden = false;
+      showCam(event.url, event.caption ? "Activation map of " + event.caption + "." : "");
+      var hint = Object.keys(cam.cells).length ? " Click one of the most probable cells on the map to see its own map." : "";
+      text(byId("cam-message"), hint.trim());
     },
     done: function () { finished = true; },
     error: function (event) {
@@ -165,6 +165,29 @@
       showError(event.message);
     }
   };
+
+  function showCam(url, caption) {
+    var overlay = byId("cam");
+    var toggle = byId("cam-toggle");
+    overlay.src = url;
+    text(byId("cam-caption"), caption);
+    toggle.disabled = false;
+    toggle.checked = true;
+    overlay.hidden = false;
+  }
+
+  // A clicked heat-map cell shows where in the photo the evidence for that cell lies, if the analysis stored it.
+  function showCellCam(name, token) {
+    var url = (cam.cells[name] || {})[token];
+    if (url) {
+      showCam(url, "Activation map of " + name + " cell " + token + ".");
+      text(byId("cam-message"), "");
+    } else {
+      text(byId("cam-message"), "No activation map for " + name + " cell " + token +
+           ": only the most probable cells have one." + (cam.url ? " Showing the overall map." : ""));
+      if (cam.url) { showCam(cam.url, cam.caption ? "Activation map of " + cam.caption + "." : ""); }
+    }
+  }
 
   function showLayer() {
     Object.keys(cellLayers).forEach(function (name) { map.removeLayer(cellLayers[name]); });
