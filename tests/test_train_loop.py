@@ -116,3 +116,31 @@ def test_stream_splits_samples_across_ranks_without_overlap(colour_task):
     assert not stream.stored_labels_valid
     image, target, lat, lon, _ = next(iter(stream))
     assert int(target[0]) == other.class_of(lat, lon)
+
+
+def test_best_checkpoint_is_the_epoch_with_the_lowest_validation_loss(colour_task, tmp_path):
+    from torch.utils.data import DataLoader
+
+    from predictor.ml.train.loop import Runtime, evaluate, network_from_checkpoint
+    from predictor.ml.train.shards import collate_samples, eval_transform
+
+    root, cells = colour_task
+    # Two good epochs, then the learning rate jumps 40-fold: validation gets worse, so the best is not the last.
+    config = _config(root, tmp_path / "run", epochs=4, milestones=(2,), gamma=40.0)
+    result = train(config)
+    rows = _metrics(result["metrics_csv"])
+    losses = [float(r["val_loss"]) for r in rows]
+    best_epoch = int(rows[int(np.nanargmin(losses))]["epoch"])
+    assert best_epoch < 4, f"the run should get worse after its best epoch: {losses}"
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["epoch"] == best_epoch
+    assert best["best_val_loss"] == pytest.approx(min(losses))
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 4
+    # The file holds that epoch's weights: validating them again gives the loss metrics.csv recorded for it.
+    val_set = ShardStream(config.val_shards, partitionings=[cells], shuffle=False,
+                          transform=eval_transform(config.crop_size))
+    loader = DataLoader(val_set, batch_size=32, collate_fn=collate_samples)
+    again = evaluate(network_from_checkpoint(best), loader, partitionings=[cells],
+                     parents=torch.arange(len(cells))[:, None], runtime=Runtime(torch.device("cpu")),
+                     config=config, precision="fp32", channels_last=False)
+    assert again["val_loss"] == pytest.approx(min(losses), rel=1e-4)
