@@ -120,12 +120,14 @@ def delete_account(*, user) -> None:
 
 def analysis_files(analysis: Analysis) -> list[str]:
     """Every stored file of an analysis: photo, thumbnail, activation map and the per-cell activation maps."""
-    return [f.name for f in (analysis.image, analysis.thumbnail, analysis.cam) if f] + cell_cam_files(analysis)
+    own = [f.name for f in (analysis.image, analysis.thumbnail, analysis.cam) if f]
+    return own + list(dict.fromkeys(cell_cam_files(analysis)))  # a fine and a hierarchy cell may share a file
 
 
 def cell_cam_files(analysis: Analysis) -> list[str]:
     """Storage names of the per-cell activation maps, in the order of their URLs (/analyze/<id>/cam/<n>.png)."""
     return [entry["file"] for entry in (analysis.result or {}).get("cell_cams", []) if entry.get("file")]
+
 
 
 def _discard_photo(analysis: Analysis) -> None:
@@ -386,13 +388,14 @@ def _store_cam(analysis: Analysis, photo, cam) -> str | None:
 
 def _store_cell_cams(analysis: Analysis, photo, prediction, exposed: list) -> dict[str, dict[str, str]]:
     """Save one overlay PNG per exposed cell, record the names in the result; returns layer -> token -> URL."""
-    entries, saved = [], []
+    entries, saved, by_key = [], [], {}
     try:
         for layer, token, key in exposed:
-            name = default_storage.save(_new_name("cam", "png"),
-                                        ContentFile(_overlay_png(photo, prediction.cell_cams[key])))
-            saved.append(name)
-            entries.append({"partitioning": layer, "token": token, "file": name})
+            if key not in by_key:  # a hierarchy cell is also a fine cell: one file serves both
+                by_key[key] = default_storage.save(_new_name("cam", "png"),
+                                                   ContentFile(_overlay_png(photo, prediction.cell_cams[key])))
+                saved.append(by_key[key])
+            entries.append({"partitioning": layer, "token": token, "file": by_key[key]})
         old = cell_cam_files(analysis)
         result = {**analysis.result, "cell_cams": entries}
         updated = Analysis.objects.filter(pk=analysis.pk, claim_token=analysis.claim_token).update(result=result)
