@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup run test test-fast chromium assets demo-model clean
+.PHONY: setup run test test-fast chromium assets demo-model clean geoclip-wheel
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,10 +32,16 @@ run: setup
 chromium:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
-test: assets chromium
+# The GeoCLIP tests read the geoclip wheel's weights and gallery (never installed: its pins clash with ours).
+GEOCLIP_WHEEL := .cache/geoclip/geoclip-1.3.0-py3-none-any.whl
+$(GEOCLIP_WHEEL): | $(BIN)/.installed
+	$(BIN)/pip download --quiet --disable-pip-version-check --no-deps --dest .cache/geoclip geoclip==1.3.0
+geoclip-wheel: $(GEOCLIP_WHEEL)
+
+test: assets chromium geoclip-wheel
 	$(BIN)/python -m pytest
 
-test-fast: assets
+test-fast: assets geoclip-wheel
 	$(BIN)/python -m pytest -m "not browser"
 
 clean:

@@ -262,6 +262,11 @@ def _check_weight_shapes(path: Path, rel: str, expected: dict[str, tuple[int, ..
                               f"config.json's architecture needs {list(shape)}")
 
 
+def _is_geoclip(config: dict) -> bool:
+    """GeoCLIP bundles (predictor.ml.geoclip) say so in config.json's architecture."""
+    return isinstance(config.get("architecture"), dict) and config["architecture"].get("type") == "geoclip"
+
+
 def verify_bundle(path: str | Path, *, check_weights: bool = True) -> dict:
     """Check a bundle directory: config, every file present with its sha256, partitioning sizes, weight shapes.
 
@@ -288,7 +293,10 @@ def verify_bundle(path: str | Path, *, check_weights: bool = True) -> dict:
     if [int(p["cells"]) for p in config["partitionings"]] != num_classes:
         raise BundleError(f"{path}: partitioning sizes {[p['cells'] for p in config['partitionings']]} do not "
                           f"match the heads {num_classes}")
-    if check_weights:
+    if check_weights and _is_geoclip(config):
+        from .geoclip import verify_geoclip_weights
+        verify_geoclip_weights(path, config)
+    elif check_weights:
         try:
             geo_shapes = _expected_shapes(arch["backbone"], num_classes)
             scene_shapes = _expected_shapes(config["scene"]["backbone"], [365])
@@ -313,6 +321,9 @@ def load_bundle(path: str | Path, *, device: str | torch.device = "cpu", verify:
         _extracted.append(scratch)  # kept for the process's life: the model may be reloaded from it
         path = extract_archive(path, scratch.name)
     config = verify_bundle(path, check_weights=True) if verify else _read_config(path)
+    if _is_geoclip(config):
+        from .geoclip import load_geoclip_bundle
+        return load_geoclip_bundle(path, config).to(device)
     arch = config["architecture"]
     num_classes = [int(n) for n in arch["num_classes"]]
     try:
