@@ -108,3 +108,17 @@ def test_two_process_isn_training_on_an_uneven_subset_finishes_every_epoch(skewe
     with open(tmp_path / "run" / "metrics.csv", newline="") as handle:
         assert [int(r["epoch"]) for r in csv.DictReader(handle)] == [1, 2]
     assert (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_one_process_with_workers_trains_on_every_image(skewed_concept, tmp_path):
+    # Without DDP each DataLoader worker reads whole shards: with shards of 12, 12, 12 and 10 one worker holds 24
+    # images and the other 22, i.e. 2 + 1 batches of 23; nothing may be cut off by a step count made for DDP.
+    from predictor.ml.train.loop import TrainConfig, train
+
+    root, _, _ = skewed_concept
+    result = train(TrainConfig(train_shards=str(root / "train" / "train"), val_shards=str(root / "val" / "train"),
+                               partitionings=[str(root / "coarse.csv")], output_dir=str(tmp_path / "run"),
+                               backbone="tiny", epochs=1, batch_size=23, crop_size=32, workers=2, progress=False,
+                               device="cpu"))
+    assert result["metrics"]["train_images"] == read_index(root / "train" / "train")["samples"] == 46
+    assert result["steps"] == [3]

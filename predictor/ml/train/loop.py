@@ -319,7 +319,7 @@ def evaluate(model: nn.Module, loader: DataLoader, *, partitionings: list[Partit
 def epoch_steps(train_set: ShardStream, config: TrainConfig, runtime: Runtime) -> int:
     """Optimizer steps of this epoch, equal on every rank.
 
-    The stream already gives every rank the same number of samples (so the same number of batches); taking the
+    Under DDP the stream gives every rank the same number of samples (so the same number of batches); taking the
     minimum over the ranks as well (one all_reduce of a single number per epoch) keeps a rank from ever entering
     a step the others will not take, where DistributedDataParallel would wait for it forever.
     """
@@ -413,13 +413,16 @@ def train(config: TrainConfig) -> dict:
         seen = 0
         started = time.perf_counter()
         total_steps = epoch_steps(train_set, config, runtime)
+        # One process reads to the end of its stream (its workers' shards may hold a batch more than the count
+        # says); under DDP or with --max-steps-per-epoch the count is a hard limit.
+        limit = total_steps if runtime.distributed or config.max_steps_per_epoch else None
         batches = loader
         if config.progress and runtime.is_main:
             from tqdm import tqdm
             batches = tqdm(loader, total=total_steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch")
         steps = 0
         for step, (images, targets, _, _, _) in enumerate(batches):
-            if step >= total_steps:
+            if limit is not None and step >= limit:
                 break
             images = _to_device_images(images, runtime, config, train=True, channels_last=channels_last)
             targets = targets.to(runtime.device, non_blocking=True)
