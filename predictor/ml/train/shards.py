@@ -216,39 +216,34 @@ def worker_position() -> tuple[int, int]:
     return (info.id, info.num_workers) if info is not None else (0, 1)
 
 
-def iterate_tar_metadata(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """(sample position, metadata) for each sample of one tar shard, reading only the small JSON members.
-
-    A sample's position is the order in which its key first appears in the tar, as in `iterate_tar_selected`."""
-    positions: dict[str, int] = {}
-    with tarfile.open(path, "r") as archive:
-        for member in archive:
-            if not member.isfile():
-                continue
-            key, _, extension = member.name.partition(".")
-            position = positions.setdefault(key, len(positions))
-            if extension == "json":
-                yield position, json.loads(archive.extractfile(member).read())
-
-
-def iterate_tar_selected(path: str | Path, wanted: set[int]) -> Iterator[tuple[int, bytes, dict]]:
-    """(position, jpeg bytes, metadata) for the samples of one tar shard whose position is in `wanted`; the JPEG
-    data of the other samples is skipped, not read."""
-    positions: dict[str, int] = {}
+def iterate_tar_metadata(path: str | Path) -> Iterator[tuple[dict, tuple[int, int, int, int]]]:
+    """(metadata, (jpeg offset, jpeg size, json offset, json size)) for each complete sample of one tar shard,
+    reading only the small JSON members; the offsets let `read_tar_samples` fetch a sample without walking the
+    tar again."""
     pending: dict[str, dict] = {}
     with tarfile.open(path, "r") as archive:
         for member in archive:
             if not member.isfile():
                 continue
             key, _, extension = member.name.partition(".")
-            position = positions.setdefault(key, len(positions))
-            if position not in wanted:
-                continue
             entry = pending.setdefault(key, {})
-            entry[extension] = archive.extractfile(member).read()
-            if "jpg" in entry and "json" in entry:
+            entry[extension] = (member.offset_data, member.size)
+            if extension == "json":
+                entry["meta"] = json.loads(archive.extractfile(member).read())
+            if "jpg" in entry and "meta" in entry:
                 del pending[key]
-                yield position, entry["jpg"], json.loads(entry["json"])
+                yield entry["meta"], (*entry["jpg"], *entry["json"])
+
+
+def read_tar_samples(path: str | Path, locations: np.ndarray) -> Iterator[tuple[bytes, dict]]:
+    """(jpeg bytes, metadata) of the samples at `locations` (rows as given by `iterate_tar_metadata`), read
+    directly at their offsets, in file order."""
+    with open(path, "rb") as handle:
+        for jpg_offset, jpg_size, json_offset, json_size in sorted(locations.tolist()):
+            handle.seek(jpg_offset)
+            jpeg = handle.read(jpg_size)
+            handle.seek(json_offset)
+            yield jpeg, json.loads(handle.read(json_size))
 
 
 class ShardStream(IterableDataset):
@@ -285,7 +280,7 @@ class ShardStream(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self._label_cache: dict[tuple[float, float], list[int] | None] = {}
-        self._usable: dict[str, np.ndarray] | None = None  # filtered streams: usable positions per shard
+        self._usable: dict[str, np.ndarray] | None = None  # filtered streams: usable sample locations per shard
 
     @property
     def filtered(self) -> bool:
@@ -306,22 +301,23 @@ class ShardStream(IterableDataset):
             return None
         return self._labels(meta)
 
-    def usable_positions(self) -> dict[str, np.ndarray]:
-        """Filtered streams: for each shard, the positions of the samples the stream yields (scanned once)."""
+    def usable_locations(self) -> dict[str, np.ndarray]:
+        """Filtered streams: for each shard, where the samples the stream yields are ([n, 4] offsets and sizes
+        of their JPEG and JSON members). Scanned once, from the JSON members only."""
         if self._usable is None:
             usable = {}
             for shard in self.index["shards"]:
                 if shard["count"] > 0:
-                    positions = [p for p, meta in iterate_tar_metadata(self.folder / shard["name"])
-                                 if self._keep(meta) is not None]
-                    usable[shard["name"]] = np.asarray(positions, dtype=np.int64)
+                    rows = [location for meta, location in iterate_tar_metadata(self.folder / shard["name"])
+                            if self._keep(meta) is not None]
+                    usable[shard["name"]] = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
             self._usable = usable
         return self._usable
 
     def usable_samples(self) -> int:
         if not self.filtered:
             return int(self.index["samples"])
-        return int(sum(len(p) for p in self.usable_positions().values()))
+        return int(sum(len(p) for p in self.usable_locations().values()))
 
     def samples_per_rank(self) -> int:
         """Samples one rank yields per epoch, the same on every rank under DDP."""
@@ -398,7 +394,7 @@ class ShardStream(IterableDataset):
         rank, world = self._position()
         worker, workers = worker_position()
         readers, reader = world * workers, rank * workers + worker
-        usable = self.usable_positions()
+        usable = self.usable_locations()
         order = [name for name in self._epoch_shards() if len(usable.get(name, ()))]
         if not order:
             return
@@ -407,16 +403,10 @@ class ShardStream(IterableDataset):
         total = int(sizes.sum())
         quota = self._worker_quota(worker, workers) if world > 1 else len(range(reader, total, readers))
         picks = (reader + readers * np.arange(quota, dtype=np.int64)) % total  # global indices, padded by wrapping
-        wanted: dict[int, dict[int, int]] = {}  # shard number -> {position in shard: times wanted}
-        for pick in picks.tolist():
-            shard = int(np.searchsorted(starts, pick, side="right") - 1)
-            position = int(usable[order[shard]][pick - starts[shard]])
-            wanted.setdefault(shard, {})
-            wanted[shard][position] = wanted[shard].get(position, 0) + 1
-        for shard in sorted(wanted):
-            for position, jpeg, meta in iterate_tar_selected(self.folder / order[shard], set(wanted[shard])):
-                for _ in range(wanted[shard][position]):
-                    yield jpeg, meta
+        shard_of = np.searchsorted(starts, picks, side="right") - 1
+        for shard in np.unique(shard_of).tolist():
+            mine = picks[shard_of == shard] - starts[shard]
+            yield from read_tar_samples(self.folder / order[shard], usable[order[shard]][mine])
 
     def _shuffled(self, samples: Iterator) -> Iterator:
         if not self.shuffle or self.shuffle_buffer <= 1:
