@@ -50,14 +50,14 @@ def get_engine():
         raise NoActiveModel("No model is installed. Run `manage.py ensure_demo_model` or `manage.py install_model`.")
     with _lock:
         if _engine is None or _engine_path != Path(path):
+            from predictor.ml.backends import make_engine
             from predictor.ml.bundle import load_bundle
-            from predictor.ml.engine import InferenceEngine
 
             device = inference_device()
             model = load_bundle(path, device=device)
             # The heat map shows up to this many cells per partitioning; the engine's default ten is too few.
-            engine = InferenceEngine(model, device=device, max_batch_size=settings.ENGINE_MAX_BATCH,
-                                     max_wait_ms=settings.ENGINE_MAX_WAIT_MS, top_k=ENGINE_TOP_K)
+            engine = make_engine(model, device=device, max_batch_size=settings.ENGINE_MAX_BATCH,
+                                 max_wait_ms=settings.ENGINE_MAX_WAIT_MS, top_k=ENGINE_TOP_K)
             if _engine is not None:
                 _engine.close()
             _engine, _engine_model, _engine_path = engine, model, Path(path)

@@ -578,3 +578,54 @@ def make_tiny_geoclip_bundle(path: str | Path, *, wheel: str | Path, partitionin
         scene_mapping=SceneMapping.load_default(), clip_source="random tiny CLIP vision tower (tests)",
         untrained=True, gallery_every=gallery_every, overwrite=True,
         notes="Test bundle: random tiny image tower and scene classifier, real GeoCLIP location encoder.")
+
+
+# --- building the real bundle ------------------------------------------------------------------------------------------
+
+CLIP_REPO = "openai/clip-vit-large-patch14"
+_CONFIG_NOISE = ("transformers_version", "architectures", "model_type", "_name_or_path", "torch_dtype", "dtype",
+                 "id2label", "label2id", "return_dict", "output_hidden_states", "output_attentions")
+
+
+def read_clip_vision(clip_dir: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(vision config dict, vision tower state dict) from a local copy of a CLIP repository (safetensors only)."""
+    from transformers import CLIPVisionModelWithProjection
+
+    clip_dir = Path(clip_dir)
+    if not (clip_dir / "config.json").is_file():
+        raise GeoCLIPError(f"{clip_dir}: no config.json (expected a copy of the {CLIP_REPO} repository)")
+    if not any(clip_dir.glob("*.safetensors")):
+        raise GeoCLIPError(f"{clip_dir}: no .safetensors weights (pickled .bin weights are not read)")
+    try:
+        vision, info = CLIPVisionModelWithProjection.from_pretrained(
+            clip_dir, use_safetensors=True, local_files_only=True, output_loading_info=True)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise GeoCLIPError(f"{clip_dir}: cannot read the CLIP vision tower ({error})") from None
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:  # from_pretrained would leave these randomly initialised
+        raise GeoCLIPError(f"{clip_dir}: the weights lack {len(missing)} vision tensors, e.g. {missing[:3]}")
+    config = {k: v for k, v in vision.config.to_dict().items() if k not in _CONFIG_NOISE}
+    return config, {k: v.detach().float() for k, v in vision.state_dict().items()}
+
+
+def download_clip(into: str | Path, repo: str = CLIP_REPO) -> Path:
+    """Download the CLIP repository's config and safetensors weights (only `install_model geoclip` calls this)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo, local_dir=str(into),
+                                      allow_patterns=["config.json", "model.safetensors", "README.md", "LICENSE*"]))
+    except Exception as error:  # network, authentication, missing repository: all end the command plainly
+        raise GeoCLIPError(f"downloading {repo} from the Hugging Face hub failed: {error}") from None
+
+
+def build_geoclip_bundle(path: str | Path, *, wheel: str | Path, clip_dir: str | Path, clip_source: str,
+                         partitionings: list[Partitioning], scene_network: GeoNetwork, scene_mapping,
+                         scene_note: str = "", name: str = "geoclip", overwrite: bool = False) -> Path:
+    """The servable GeoCLIP bundle: wheel weights and whole gallery, CLIP vision tower from `clip_dir`."""
+    release = read_wheel(wheel)
+    vision_config, vision_state = read_clip_vision(clip_dir)
+    return save_geoclip_bundle(path, name=name, release=release, vision_config=vision_config,
+                               vision_state=vision_state, partitionings=partitionings, scene_network=scene_network,
+                               scene_mapping=scene_mapping, clip_source=clip_source, untrained=False,
+                               notes=scene_note, overwrite=overwrite)
