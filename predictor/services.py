@@ -183,9 +183,12 @@ def requeue_stale(*, timeout_s: float) -> int:
             except AnalysisGone:
                 continue
         else:
+            # The next worker streams the analysis from the start; the interrupted run's events go, so that the
+            # stored result is one complete run. A page that saw some of them already skips their repeats by seq.
             updated = Analysis.objects.filter(pk=analysis.pk, claim_token=analysis.claim_token,
                                               status=Analysis.Status.RUNNING).update(
-                status=Analysis.Status.QUEUED, worker_id="", claim_token="", heartbeat_at=None)
+                status=Analysis.Status.QUEUED, worker_id="", claim_token="", heartbeat_at=None, stage="",
+                result={**(analysis.result or {}), "events": []})
             if not updated:
                 continue
             logger.warning("re-queued analysis %s of silent worker %s", analysis.pk, analysis.worker_id)

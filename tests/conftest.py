@@ -115,6 +115,11 @@ def _forked_daphne_process_class():
             from asgiref.sync import SyncToAsync
 
             SyncToAsync.single_thread_executor = ThreadPoolExecutor(max_workers=1)
+            # Likewise the channel layers the parent used (Redis connections bound to the parent's event loops):
+            # the child makes its own.
+            from channels.layers import channel_layers
+
+            channel_layers.backends.clear()
             super().run()
 
     return ForkedDaphneProcess
@@ -134,6 +139,9 @@ def live_app(django_db_setup, django_db_blocker, tmp_path_factory):
     media = tmp_path_factory.mktemp("live-media")
     settings.MEDIA_ROOT = media
     settings.MODEL_DIR = tmp_path_factory.mktemp("live-models")
+    # The live server runs its own inference worker, also in the PostgreSQL + Redis pass (where the setting's
+    # default is off because `run_worker` processes do the work).
+    settings.EMBEDDED_WORKER = True
     process = _ForkedDaphneProcess("127.0.0.1", _make_application)
     with django_db_blocker.unblock():
         connections.close_all()  # the child must not share the parent's database sockets

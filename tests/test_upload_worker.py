@@ -100,6 +100,22 @@ def test_stale_jobs_of_a_dead_worker_are_requeued_and_then_finished(tiny_model, 
 
 
 @pytest.mark.django_db
+def test_a_run_cut_off_mid_stream_is_stored_as_one_complete_run(tiny_model, user):
+    [job] = queue(user, 1)
+    [claimed] = services.claim_analyses(worker_id="dies-mid-stream", limit=1)
+    services._emit(claimed, {"type": "scene", "partial": True})  # what the dead worker got out before dying
+    Analysis.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+    assert services.requeue_stale(timeout_s=60) == 1
+    job.refresh_from_db()
+    assert job.events == [] and job.stage == ""
+    assert worker.Worker(worker_id="alive", batch=4).run_once() == 1
+    job.refresh_from_db()
+    assert [e["type"] for e in job.events] == ["scene", "partitions", "heatmap", "estimate", "cam", "done"]
+    assert [e["seq"] for e in job.events] == [1, 2, 3, 4, 5, 6]
+    assert not any(e.get("partial") for e in job.events)
+
+
+@pytest.mark.django_db
 def test_dead_worker_cannot_write_after_its_job_was_taken_over(tiny_model, user):
     [job] = queue(user, 1)
     [mine] = services.claim_analyses(worker_id="slow", limit=1)
