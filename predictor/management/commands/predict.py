@@ -17,8 +17,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from predictor import registry
+from predictor.ml.backends import make_engine
 from predictor.ml.bundle import BundleError, load_bundle
-from predictor.ml.engine import InferenceEngine
 from predictor.ml.prediction import HIERARCHY, S3_CONCEPTS, Prediction
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".gif", ".bmp", ".tif", ".tiff"}
@@ -85,8 +85,8 @@ class Command(BaseCommand):
         cam_dir: Path | None = options["cam"]
         if cam_dir is not None:
             cam_dir.mkdir(parents=True, exist_ok=True)
-        engine = InferenceEngine(model, device=device, max_batch_size=options["batch_size"], max_wait_ms=5,
-                                 top_k=options["top_k"])
+        engine = make_engine(model, device=device, max_batch_size=options["batch_size"], max_wait_ms=5,
+                             top_k=options["top_k"])
         results: list = []
         try:
             from tqdm import tqdm
