@@ -98,6 +98,8 @@ class Game(models.Model):
     challenge_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
                                      related_name="challengers")
     opponent_model = models.CharField(max_length=100)
+    # A second AI the player faces at the same time (blank: one opponent only); see docs/play.md.
+    second_opponent = models.CharField(max_length=100, blank=True, default="")
     # "easy", "hard" or "mixed" (any difficulty): which images the game was drawn from.
     difficulty = models.CharField(max_length=8, default="mixed")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -108,6 +110,11 @@ class Game(models.Model):
 
     def __str__(self) -> str:
         return f"Game {self.key}"
+
+    @property
+    def opponents(self) -> list[str]:
+        """The AI opponents of this game in order: the first, then the second where there is one."""
+        return [self.opponent_model] + ([self.second_opponent] if self.second_opponent else [])
 
     @property
     def player_name(self) -> str:
@@ -132,6 +139,11 @@ class Round(models.Model):
     model_lon = models.FloatField(null=True, blank=True)
     model_distance_km = models.FloatField(null=True, blank=True)
     model_score = models.PositiveIntegerField(null=True, blank=True)
+    # The second opponent's answer (games with two AIs), copied the same way.
+    model2_lat = models.FloatField(null=True, blank=True)
+    model2_lon = models.FloatField(null=True, blank=True)
+    model2_distance_km = models.FloatField(null=True, blank=True)
+    model2_score = models.PositiveIntegerField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     guessed_at = models.DateTimeField(null=True, blank=True)
 

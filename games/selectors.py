@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
-from django.db.models import Avg, Case, CharField, Count, F, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
+from django.db.models import Avg, Case, CharField, Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
@@ -20,9 +20,14 @@ class GameNotFound(Exception):
     """No such game, or it belongs to someone else (the two are not told apart)."""
 
 
+def _guess_counts() -> dict[str, int]:
+    return dict(ModelGuess.objects.values_list("model_name").annotate(n=Count("id")).values_list("model_name", "n"))
+
+
 def opponent_models() -> list[str]:
-    """Model names a player can play against: the configured ones that have stored guesses, else the busiest one."""
-    counts = dict(ModelGuess.objects.values_list("model_name").annotate(n=Count("id")).values_list("model_name", "n"))
+    """The usual opponents: the configured models that have stored guesses, else the busiest model (first is the
+    default opponent and the reference model of curation)."""
+    counts = _guess_counts()
     if settings.GAME_OPPONENT_MODELS:
         return [name for name in settings.GAME_OPPONENT_MODELS if counts.get(name)]
     if not counts:
@@ -30,21 +35,42 @@ def opponent_models() -> list[str]:
     return [max(sorted(counts), key=lambda name: counts[name])]
 
 
-def playable_images(*, model_name: str, difficulty: str = "mixed") -> QuerySet[GameImage]:
-    """Active images with a stored file and a guess by `model_name`, openly licensed or published with a reason.
+def choosable_opponents() -> list[str]:
+    """Every model a game may be played against: the configured ones with stored guesses (GEOWEB_GAME_OPPONENTS),
+    else every model with stored guesses, the busiest first."""
+    counts = _guess_counts()
+    if settings.GAME_OPPONENT_MODELS:
+        return [name for name in settings.GAME_OPPONENT_MODELS if counts.get(name)]
+    return sorted(counts, key=lambda name: (-counts[name], name))
+
+
+def default_opponents() -> list[str]:
+    """The AI opponents of a game whose player chose none: GEOWEB_GAME_DEFAULT_OPPONENTS (at most two, those with
+    stored guesses), else the first of `opponent_models()` (the busiest model, or the first configured one)."""
+    available = choosable_opponents()
+    chosen = [name for name in settings.GAME_DEFAULT_OPPONENTS if name in available][:2]
+    return chosen or opponent_models()[:1]
+
+
+def playable_images(*, model_name: str | list[str], difficulty: str = "mixed") -> QuerySet[GameImage]:
+    """Active images with a stored file and a guess by `model_name` (by each of them, for a list), openly licensed
+    or published with a reason.
 
     `difficulty` "easy", "medium" or "hard" keeps the images of that difficulty; "mixed" keeps them all.
     """
-    images = (GameImage.objects.filter(active=True, model_guesses__model_name=model_name)
+    names = [model_name] if isinstance(model_name, str) else list(model_name)
+    images = (GameImage.objects.filter(active=True)
               .filter(Q(is_open_licence=True) | ~Q(activation_reason="")).exclude(image=""))
+    for name in names:
+        images = images.filter(Exists(ModelGuess.objects.filter(image=OuterRef("pk"), model_name=name)))
     if difficulty != "mixed":
         images = images.filter(difficulty=difficulty)
-    return images.distinct()
+    return images
 
 
 def playable_count() -> int:
-    names = opponent_models()
-    return playable_images(model_name=names[0]).count() if names else 0
+    names = default_opponents()
+    return playable_images(model_name=names).count() if names else 0
 
 
 def game_for_player(*, key, user, session_key: str | None) -> Game:
@@ -96,9 +122,23 @@ def round_public(round_: Round) -> dict:
     }
 
 
-def round_reveal(round_: Round) -> dict:
-    """A guessed round in full: truth, the player's and the model's guesses, distances and scores."""
+def _ais(round_: Round, names: list[str]) -> list[dict]:
+    """The AI opponents' answers of a guessed round, in the game's order of opponents."""
+    answers = [(round_.model_lat, round_.model_lon, round_.model_distance_km, round_.model_score),
+               (round_.model2_lat, round_.model2_lon, round_.model2_distance_km, round_.model2_score)]
+    return [{"name": name, "lat": lat, "lon": lon, "distance_km": km, "score": score,
+             "player_closer": round_.distance_km < km}
+            for name, (lat, lon, km, score) in zip(names, answers)]
+
+
+def round_reveal(round_: Round, game: Game | None = None) -> dict:
+    """A guessed round in full: truth, the player's and the AIs' guesses, distances and scores.
+
+    `model*` keys are the first opponent's; `ais` lists every opponent (one or two) with its name.
+    """
+    game = game or round_.game
     data = round_public(round_)
+    ais = _ais(round_, game.opponents)
     data.update({
         "truth": {"lat": round_.image.lat, "lon": round_.image.lon},
         "source_url": round_.image.source_url,
@@ -108,8 +148,10 @@ def round_reveal(round_: Round) -> dict:
         "model": {"lat": round_.model_lat, "lon": round_.model_lon},
         "model_distance_km": round_.model_distance_km,
         "model_score": round_.model_score,
+        "ais": ais,
         "seconds_taken": round_.seconds_taken,
         "better_than_model": round_.distance_km < round_.model_distance_km,
+        "better_than_all_ais": all(ai["player_closer"] for ai in ais),
     })
     return data
 
@@ -129,9 +171,12 @@ def game_state(game: Game, rounds: list[Round] | None = None) -> dict:
         "finished": game.finished_at is not None,
         "current_index": current.index if current is not None else None,
         "current_started": bool(current is not None and current.started_at is not None),
-        "rounds": [round_reveal(r) if r.is_guessed else round_public(r) for r in shown],
+        "rounds": [round_reveal(r, game) if r.is_guessed else round_public(r) for r in shown],
         "score": sum(r.score for r in guessed),
         "model_score": sum(r.model_score for r in guessed),
+        "opponents": game.opponents,
+        "ai_scores": [{"name": name, "score": sum(getattr(r, field) for r in guessed)}
+                      for name, field in zip(game.opponents, ("model_score", "model2_score"))],
         "nickname": game.nickname,
         "player_name": game.player_name,
         "challenge_url": reverse("game-challenge", args=[game.challenge_token]) if game.finished_at else None,
@@ -143,8 +188,11 @@ def _challenger(game: Game) -> dict | None:
     source = game.challenge_of
     if source is None:
         return None
-    totals = source.rounds.aggregate(score=Sum("score"), model_score=Sum("model_score"))
+    totals = source.rounds.aggregate(score=Sum("score"), model_score=Sum("model_score"),
+                                     model2_score=Sum("model2_score"))
     return {"name": source.player_name, "score": totals["score"] or 0, "model_score": totals["model_score"] or 0,
+            "ais": [{"name": name, "score": totals[field] or 0}
+                    for name, field in zip(source.opponents, ("model_score", "model2_score"))],
             "round_scores": list(source.rounds.order_by("index").values_list("score", flat=True))}
 
 
@@ -161,6 +209,11 @@ def game_summary(game: Game) -> dict:
         "model_mean_error_km": sum(r.model_distance_km for r in guessed) / n if n else None,
         "max_score": 5000 * len(rounds),
     })
+    for ai, field in zip(state["ai_scores"], ("model_distance_km", "model2_distance_km")):
+        ai["player_closer_rounds"] = sum(1 for r in guessed if r.distance_km < getattr(r, field))
+        ai["mean_error_km"] = sum(getattr(r, field) for r in guessed) / n if n else None
+    # "You beat both AIs" (or the one AI): a higher total than every opponent.
+    state["beat_all_ais"] = bool(n) and all(state["score"] > ai["score"] for ai in state["ai_scores"])
     return state
 
 
@@ -175,10 +228,13 @@ def leaderboard(*, period: str = "all", limit: int = 20, now: dt.datetime | None
         raise ValueError(f"unknown leaderboard period {period!r}")
     rows = (games.select_related("user")
             .annotate(total=Sum("rounds__score"), model_total=Sum("rounds__model_score"),
+                      model2_total=Sum("rounds__model2_score"),
                       better=Count("rounds", filter=Q(rounds__distance_km__lt=F("rounds__model_distance_km"))))
             .order_by("-total", "finished_at")[:limit])
     return [{"rank": i + 1, "name": g.player_name, "score": g.total or 0, "model_score": g.model_total or 0,
              "better_than_model": g.better, "finished_at": g.finished_at, "opponent": g.opponent_model,
+             "ais": [{"name": name, "score": total or 0}
+                     for name, total in zip(g.opponents, (g.model_total, g.model2_total))],
              "challenge_url": reverse("game-challenge", args=[g.challenge_token])}
             for i, g in enumerate(rows)]
 

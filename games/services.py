@@ -55,9 +55,34 @@ def _new_token() -> str:
 GAME_DIFFICULTIES = ("easy", "mixed", "hard")
 
 
+MAX_OPPONENTS = 2
+
+
+def _requested_opponents(opponent_model, opponents) -> list[str]:
+    """The opponent names a caller asked for: `opponent_model` first, then `opponents` (a list of names, or one
+    name; never split on commas, which model names such as "ISNs(M, f*, S3)" contain)."""
+    if isinstance(opponents, str):
+        opponents = [opponents]
+    if opponents is not None and not isinstance(opponents, (list, tuple)):
+        raise GameError("`opponents` must be a list of model names")
+    names = []
+    for name in ([opponent_model] if opponent_model else []) + list(opponents or []):
+        if not isinstance(name, str):
+            raise GameError("`opponents` must be a list of model names")
+        name = name.strip()
+        if name and name not in names:
+            names.append(name)
+    if len(names) > MAX_OPPONENTS:
+        raise GameError(f"a game has at most {MAX_OPPONENTS} AI opponents, not {len(names)}")
+    return names
+
+
 def start_game(*, user=None, session_key: str = "", opponent_model: str | None = None, seed: int | None = None,
-               challenge_token: str | None = None, difficulty: str = "mixed") -> Game:
+               challenge_token: str | None = None, difficulty: str = "mixed", opponents=None) -> Game:
     """A new game of `settings.GAME_ROUNDS` rounds; a challenge replays another game's images in the same order.
+
+    The game is played against one or two AI opponents: `opponent_model` and/or `opponents` name them (each must
+    have stored guesses, see selectors.choosable_opponents); without either, selectors.default_opponents() is used.
 
     `difficulty` "easy" or "hard" draws only images rated so (see games.difficulty); "mixed" draws from all.
     """
@@ -72,24 +97,23 @@ def start_game(*, user=None, session_key: str = "", opponent_model: str | None =
             source = selectors.game_by_challenge(token=challenge_token)
         except selectors.GameNotFound:
             raise GameError("this challenge link is not valid (the game does not exist or is not finished)") from None
-        opponent_model = source.opponent_model
+        names = source.opponents
         difficulty = source.difficulty
         images = [r.image for r in source.rounds.select_related("image").order_by("index")]
         seed = source.seed
     else:
-        opponents = selectors.opponent_models()
-        if not opponents:
+        available = selectors.choosable_opponents()
+        if not available:
             raise NoPlayableImages(
                 "No game images with a model's guess are installed. Run `manage.py import_im2gps --meta META.csv "
                 "--images DIR|ZIP --predictions FILE`, or set GEOWEB_GAME_IMAGES and run `manage.py "
                 "import_game_images`.")
-        if opponent_model is None:
-            opponent_model = opponents[0]
-        elif opponent_model not in opponents:
-            raise GameError(f"unknown opponent {opponent_model!r}; choose one of {', '.join(opponents)}")
+        names = _requested_opponents(opponent_model, opponents) or selectors.default_opponents()
+        for name in names:
+            if name not in available:
+                raise GameError(f"unknown opponent {name!r}; choose from {', '.join(available)}")
         seed = seed if seed is not None else secrets.randbits(62)
-        images = _choose_images(model_name=opponent_model, seed=seed, count=settings.GAME_ROUNDS,
-                                difficulty=difficulty)
+        images = _choose_images(model_names=names, seed=seed, count=settings.GAME_ROUNDS, difficulty=difficulty)
     now = timezone.now()
     # Reads above, writes only in here: on SQLite a transaction that starts with a write takes the write lock
     # at once (and waits for it), instead of failing when a read transaction tries to upgrade.
@@ -97,16 +121,18 @@ def start_game(*, user=None, session_key: str = "", opponent_model: str | None =
         game = Game.objects.create(
             user=user if is_player else None, session_key="" if is_player else session_key, seed=seed,
             mode=Game.Mode.CHALLENGE if source else Game.Mode.CLASSIC, challenge_of=source,
-            opponent_model=opponent_model, challenge_token=_new_token(), difficulty=difficulty)
+            opponent_model=names[0], second_opponent=names[1] if len(names) > 1 else "",
+            challenge_token=_new_token(), difficulty=difficulty)
         Round.objects.bulk_create([
             Round(game=game, index=i, image=image, photo_token=_new_token(), started_at=now if i == 0 else None)
             for i, image in enumerate(images)])
     return game
 
 
-def _choose_images(*, model_name: str, seed: int, count: int, difficulty: str = "mixed") -> list:
-    """`count` playable images drawn with `seed`; images whose file is gone are passed over."""
-    candidates = list(selectors.playable_images(model_name=model_name, difficulty=difficulty).order_by("id"))
+def _choose_images(*, model_names: list[str], seed: int, count: int, difficulty: str = "mixed") -> list:
+    """`count` images playable against every one of `model_names`, drawn with `seed`; missing files are skipped."""
+    model_name = " and ".join(model_names)
+    candidates = list(selectors.playable_images(model_name=model_names, difficulty=difficulty).order_by("id"))
     rng = random.Random(seed)
     rng.shuffle(candidates)
     chosen = []
@@ -122,7 +148,7 @@ def _choose_images(*, model_name: str, seed: int, count: int, difficulty: str = 
             "recompute_difficulty`).")
     raise NoPlayableImages(
         f"A game needs {count} playable images against {model_name}, and only {len(chosen)} are available "
-        "(active, openly licensed or published with a reason, with the photo on disk and the model's guess). "
+        "(active, openly licensed or published with a reason, with the photo on disk and each opponent's guess). "
         "Import more with `manage.py import_im2gps`.")
 
 
@@ -135,8 +161,10 @@ def submit_guess(*, game: Game, round_index: int, lat: float, lon: float,
         raise GameFinished("this game is finished")
     # One query for the current round, its photo, the opponent's stored guess and the game's last index.
     round_ = (Round.objects.select_related("image").filter(game=game, guessed_at__isnull=True)
-              .annotate(opponent_lat=Subquery(_opponent_guess(game).values("lat")[:1]),
-                        opponent_lon=Subquery(_opponent_guess(game).values("lon")[:1]),
+              .annotate(opponent_lat=Subquery(_opponent_guess(game.opponent_model).values("lat")[:1]),
+                        opponent_lon=Subquery(_opponent_guess(game.opponent_model).values("lon")[:1]),
+                        opponent2_lat=Subquery(_opponent_guess(game.second_opponent).values("lat")[:1]),
+                        opponent2_lon=Subquery(_opponent_guess(game.second_opponent).values("lon")[:1]),
                         last_index=Subquery(Round.objects.filter(game=OuterRef("game")).order_by("-index")
                                             .values("index")[:1]))
               .order_by("index").first())
@@ -150,6 +178,8 @@ def submit_guess(*, game: Game, round_index: int, lat: float, lon: float,
         raise RoundOutOfOrder(f"round {round_index + 1} has not been shown yet")
     if round_.opponent_lat is None:
         raise GameError(f"the model {game.opponent_model} has no stored guess for this photo any more")
+    if game.second_opponent and round_.opponent2_lat is None:
+        raise GameError(f"the model {game.second_opponent} has no stored guess for this photo any more")
     image = round_.image
     now = now or timezone.now()
     round_.guess_lat, round_.guess_lon = float(lat), float(lon)
@@ -159,9 +189,15 @@ def submit_guess(*, game: Game, round_index: int, lat: float, lon: float,
     round_.model_distance_km = scoring.error_km(true_lat=image.lat, true_lon=image.lon, lat=round_.model_lat,
                                                 lon=round_.model_lon)
     round_.model_score = scoring.score(round_.model_distance_km)
-    round_.guessed_at = now
     fields = ["guess_lat", "guess_lon", "distance_km", "score", "model_lat", "model_lon", "model_distance_km",
               "model_score", "guessed_at"]
+    if game.second_opponent:
+        round_.model2_lat, round_.model2_lon = round_.opponent2_lat, round_.opponent2_lon
+        round_.model2_distance_km = scoring.error_km(true_lat=image.lat, true_lon=image.lon, lat=round_.model2_lat,
+                                                     lon=round_.model2_lon)
+        round_.model2_score = scoring.score(round_.model2_distance_km)
+        fields += ["model2_lat", "model2_lon", "model2_distance_km", "model2_score"]
+    round_.guessed_at = now
     last = round_.index == round_.last_index
     with transaction.atomic():
         # The conditional update is the guard against two guesses racing for the same round.
@@ -175,8 +211,8 @@ def submit_guess(*, game: Game, round_index: int, lat: float, lon: float,
     return round_
 
 
-def _opponent_guess(game: Game):
-    return ModelGuess.objects.filter(image=OuterRef("image"), model_name=game.opponent_model)
+def _opponent_guess(model_name: str):
+    return ModelGuess.objects.filter(image=OuterRef("image"), model_name=model_name)
 
 
 def start_next_round(*, game: Game, now: dt.datetime | None = None) -> Round:

@@ -43,7 +43,7 @@ def _error(error: services.GameError) -> JsonResponse:
 
 def _start(request, data: dict):
     return services.start_game(user=request.user, session_key=_session_key(request, create=True),
-                               opponent_model=data.get("opponent") or None,
+                               opponent_model=data.get("opponent") or None, opponents=data.get("opponents"),
                                challenge_token=data.get("challenge") or None,
                                difficulty=data.get("difficulty") or "mixed")
 
@@ -52,9 +52,10 @@ def _start(request, data: dict):
 
 @require_GET
 def home(request):
-    opponents = selectors.opponent_models()
+    opponents = selectors.choosable_opponents()
     return render(request, "games/home.html", {
         "opponents": opponents,
+        "defaults": selectors.default_opponents(),
         "playable": selectors.playable_count(),
         "rounds": settings.GAME_ROUNDS,
         "top": selectors.leaderboard(period="all", limit=5),
@@ -66,10 +67,12 @@ def start(request):
     """The home page's form: start a game and open it (works without JavaScript up to the play page)."""
     try:
         game = _start(request, {"opponent": request.POST.get("opponent"), "challenge": request.POST.get("challenge"),
+                                "opponents": [request.POST.get("opponent2") or ""],
                                 "difficulty": request.POST.get("difficulty")})
     except services.GameError as error:
         return render(request, "games/home.html", {
-            "error": error.message, "opponents": selectors.opponent_models(), "playable": selectors.playable_count(),
+            "error": error.message, "opponents": selectors.choosable_opponents(), "playable": selectors.playable_count(),
+            "defaults": selectors.default_opponents(),
             "rounds": settings.GAME_ROUNDS, "top": selectors.leaderboard(period="all", limit=5)},
             status=error.status)
     return redirect("game-play", key=game.key)
@@ -151,7 +154,7 @@ def api_guess(request, key):
         round_ = services.submit_guess(game=game, round_index=index, lat=lat, lon=lon)
     except services.GameError as error:
         return _error(error)
-    return JsonResponse({"round": selectors.round_reveal(round_), "finished": game.finished_at is not None})
+    return JsonResponse({"round": selectors.round_reveal(round_, game), "finished": game.finished_at is not None})
 
 
 @require_POST

@@ -168,6 +168,7 @@ GAME_ROUNDS = env_int("GEOWEB_GAME_ROUNDS", 5)
 GAME_IMAGES_DIR = os.environ.get("GEOWEB_GAME_IMAGES", "")
 IM2GPS_ZIP_URL = os.environ.get("GEOWEB_IM2GPS_ZIP_URL", "http://graphics.cs.cmu.edu/projects/im2gps/gps_query_imgs.zip")
 GAME_OPPONENT_MODELS = env_list("GEOWEB_GAME_OPPONENTS", "")
+GAME_DEFAULT_OPPONENTS = env_list("GEOWEB_GAME_DEFAULT_OPPONENTS", "")  # at most two AIs per game
 
 # Predictor.
 MODEL_DIR = Path(os.environ.get("GEOWEB_MODEL_DIR", DATA_DIR / "models"))

@@ -7,6 +7,8 @@
   var urls = root.dataset;
   var KM_PER_MILE = 1.609344;
   var COLOURS = { you: "#1f6feb", truth: "#1a7f37", model: "#c62828" };
+  /* Each AI opponent has its own shape and colour: the first a triangle, the second a diamond. */
+  var AI_STYLES = [{ shape: "triangle", colour: "#c62828" }, { shape: "diamond", colour: "#8250df" }];
   var units = localStorage.getItem("geoweb-units") === "mi" ? "mi" : "km";
   var state = null, current = null, revealed = null, pin = null, overlays = [], countries = [];
   var $ = function (id) { return document.getElementById(id); };
@@ -85,7 +87,9 @@
   function updateBar() {
     var n = current ? current.index + 1 : state.rounds_total;
     $("round-title").textContent = state.finished ? "Game over" : "Photo " + n + " of " + state.rounds_total;
-    $("running-score").textContent = "You " + points(state.score) + " · Model " + points(state.model_score);
+    $("running-score").textContent = "You " + points(state.score) + (state.ai_scores || []).map(function (ai) {
+      return " · " + ai.name + " " + points(ai.score);
+    }).join("");
   }
 
   function showRound(round) {
@@ -116,12 +120,17 @@
     if (!$("photo").getAttribute("src")) { $("photo").src = round.photo_url; }
     $("attribution").innerHTML = attributionHtml(round);
     var truth = L.latLng(round.truth.lat, round.truth.lon);
-    var model = L.latLng(round.model.lat, round.model.lon);
+    var bounds = [truth, pin.getLatLng()];
     overlays.push(L.marker(truth, { keyboard: false, icon: GeoWeb.shapeIcon("square", COLOURS.truth, "True location") }).addTo(map));
-    overlays.push(L.marker(model, { keyboard: false, icon: GeoWeb.shapeIcon("triangle", COLOURS.model, "Model's guess") }).addTo(map));
+    round.ais.forEach(function (ai, i) {
+      var style = AI_STYLES[i % AI_STYLES.length], at = L.latLng(ai.lat, ai.lon);
+      overlays.push(L.marker(at, { keyboard: false, icon: GeoWeb.shapeIcon(style.shape, style.colour, ai.name + "'s guess") })
+        .bindTooltip(ai.name).addTo(map));
+      overlays.push(new L.Geodesic([at, truth], { color: style.colour, weight: 2 }).addTo(map));
+      bounds.push(at);
+    });
     overlays.push(new L.Geodesic([pin.getLatLng(), truth], { color: COLOURS.you, weight: 3, dashArray: "6 6" }).addTo(map));
-    overlays.push(new L.Geodesic([model, truth], { color: COLOURS.model, weight: 2 }).addTo(map));
-    map.fitBounds(L.latLngBounds([truth, model, pin.getLatLng()]), { padding: [40, 40], maxZoom: 8 });
+    map.fitBounds(L.latLngBounds(bounds), { padding: [40, 40], maxZoom: 8 });
     renderResult();
     var last = round.index + 1 >= state.rounds_total;
     $("next").textContent = last ? "See the summary" : "Next photo";
@@ -134,10 +143,15 @@
   function renderResult() {
     if (!revealed) { return; }
     var r = revealed;
-    var youWin = r.distance_km <= r.model_distance_km;
+    var youWin = r.ais.every(function (ai) { return r.distance_km <= ai.distance_km; });
     $("result").innerHTML =
       '<p class="line ' + (youWin ? "win" : "lose") + '" id="your-result">You: ' + distance(r.distance_km) + " · " + points(r.score) + " points</p>" +
-      '<p class="line ' + (youWin ? "lose" : "win") + '" id="model-result">Model: ' + distance(r.model_distance_km) + " · " + points(r.model_score) + " points</p>";
+      r.ais.map(function (ai, i) {
+        var aiWins = ai.distance_km < r.distance_km;
+        /* The first AI keeps the id "model-result" the page has always had. */
+        return '<p class="line ai-result ' + (aiWins ? "win" : "lose") + '" id="' + (i === 0 ? "model-result" : "model2-result") + '">' +
+          '<strong class="ai-name">' + escapeHtml(ai.name) + "</strong> · Model: " + distance(ai.distance_km) + " · " + points(ai.score) + " points</p>";
+      }).join("");
   }
 
   function guess() {
@@ -148,6 +162,7 @@
       showError("");
       state.score += data.round.score;
       state.model_score += data.round.model_score;
+      data.round.ais.forEach(function (ai, i) { if (state.ai_scores[i]) { state.ai_scores[i].score += ai.score; } });
       state.finished = data.finished;
       showReveal(data.round);
     }).catch(function (error) {
@@ -172,15 +187,21 @@
     $("play-area").hidden = true;
     $("summary").hidden = false;
     updateBar();
-    var better = summary.better_than_model;
+    var better = summary.better_than_model, ais = summary.ai_scores, first = escapeHtml(ais[0].name);
+    var verdict = summary.beat_all_ais ? (ais.length > 1 ? "You beat both AIs!" : "You beat the AI!") : "";
     $("summary-totals").innerHTML = "Your score: <strong id=\"summary-score\">" + points(summary.score) + "</strong> of " +
-      points(summary.max_score) + " · Model: <strong>" + points(summary.model_score) + "</strong><br>" +
-      "Closer than the model in <strong id=\"summary-better\">" + better + " of " + summary.rounds_played + "</strong> rounds · " +
-      "Your mean error " + distance(summary.mean_error_km) + " · Model's mean error " + distance(summary.model_mean_error_km);
+      points(summary.max_score) + ais.map(function (ai, i) {
+        return " · " + escapeHtml(ai.name) + ': <strong class="summary-ai-score" id="summary-ai-' + i + '">' + points(ai.score) + "</strong>";
+      }).join("") + "<br>" +
+      (verdict ? '<strong id="summary-verdict">' + verdict + "</strong><br>" : "") +
+      "Closer than " + first + " in <strong id=\"summary-better\">" + better + " of " + summary.rounds_played + "</strong> rounds · " +
+      "Your mean error " + distance(summary.mean_error_km) + ais.map(function (ai) {
+        return " · " + escapeHtml(ai.name) + "'s mean error " + distance(ai.mean_error_km);
+      }).join("");
     if (summary.challenger) {
       $("summary-challenger").hidden = false;
       $("summary-challenger").textContent = summary.challenger.name + " scored " + points(summary.challenger.score) +
-        " on these photos (the model " + points(summary.challenger.model_score) + ").";
+        " on these photos (" + summary.challenger.ais.map(function (ai) { return ai.name + " " + points(ai.score); }).join(", ") + ").";
     }
     var body = $("summary-table").querySelector("tbody");
     body.innerHTML = "";
@@ -189,6 +210,7 @@
       row.innerHTML = '<td class="num">' + (r.index + 1) + '</td><td class="num ' + (r.better_than_model ? "win" : "") + '">' + distance(r.distance_km) +
         '</td><td class="num">' + points(r.score) + '</td><td class="num">' + distance(r.model_distance_km) +
         '</td><td class="num">' + points(r.model_score) + '</td><td class="num">' +
+        (r.ais.length > 1 ? distance(r.ais[1].distance_km) + " · " + points(r.ais[1].score) : "–") + '</td><td class="num">' +
         (r.seconds_taken === null ? "–" : Math.round(r.seconds_taken) + " s") + "</td>";
       body.appendChild(row);
     });
@@ -207,13 +229,17 @@
     var points_ = [];
     summary.rounds.forEach(function (r) {
       var truth = L.latLng(r.truth.lat, r.truth.lon), you = L.latLng(r.guess.lat, r.guess.lon),
-          model = L.latLng(r.model.lat, r.model.lon), label = "Round " + (r.index + 1);
+          label = "Round " + (r.index + 1);
       L.marker(truth, { icon: GeoWeb.shapeIcon("square", COLOURS.truth, label + ": true location") }).bindTooltip(label).addTo(all);
       L.marker(you, { icon: GeoWeb.shapeIcon("circle", COLOURS.you, label + ": your pin") }).addTo(all);
-      L.marker(model, { icon: GeoWeb.shapeIcon("triangle", COLOURS.model, label + ": model") }).addTo(all);
       new L.Geodesic([you, truth], { color: COLOURS.you, weight: 2, dashArray: "6 6" }).addTo(all);
-      new L.Geodesic([model, truth], { color: COLOURS.model, weight: 2 }).addTo(all);
-      points_.push(truth, you, model);
+      points_.push(truth, you);
+      r.ais.forEach(function (ai, i) {
+        var style = AI_STYLES[i % AI_STYLES.length], at = L.latLng(ai.lat, ai.lon);
+        L.marker(at, { icon: GeoWeb.shapeIcon(style.shape, style.colour, label + ": " + ai.name) }).addTo(all);
+        new L.Geodesic([at, truth], { color: style.colour, weight: 2 }).addTo(all);
+        points_.push(at);
+      });
     });
     if (points_.length) { all.fitBounds(L.latLngBounds(points_), { padding: [20, 20], maxZoom: 6 }); }
   }
