@@ -168,7 +168,9 @@ GAME_ROUNDS = env_int("GEOWEB_GAME_ROUNDS", 5)
 GAME_IMAGES_DIR = os.environ.get("GEOWEB_GAME_IMAGES", "")
 IM2GPS_ZIP_URL = os.environ.get("GEOWEB_IM2GPS_ZIP_URL", "http://graphics.cs.cmu.edu/projects/im2gps/gps_query_imgs.zip")
 GAME_OPPONENT_MODELS = env_list("GEOWEB_GAME_OPPONENTS", "")
-GAME_DEFAULT_OPPONENTS = env_list("GEOWEB_GAME_DEFAULT_OPPONENTS", "")  # at most two AIs per game
+# At most two AIs per game; ";"-separated, because ISN model names such as "ISNs(M, f*, S3)" contain commas.
+GAME_DEFAULT_OPPONENTS = [name.strip() for name in os.environ.get("GEOWEB_GAME_DEFAULT_OPPONENTS", "").split(";")
+                          if name.strip()]
 
 # Predictor.
 MODEL_DIR = Path(os.environ.get("GEOWEB_MODEL_DIR", DATA_DIR / "models"))
