@@ -18,6 +18,7 @@ from django.utils.http import urlencode
 from games import admin_import, curation, recompute, selectors
 from games.licences import is_open_licence
 from games.models import Game, GameImage, ImageReport, LinkStatus, ModelGuess, RecomputeJob, Round
+from predictor import registry
 
 ERROR_BANDS = [  # the distance thresholds the Im2GPS papers report accuracy at
     ("street", "street (< 1 km)", 0, 1), ("city", "city (1–25 km)", 1, 25),
@@ -399,11 +400,31 @@ class GameImageAdmin(admin.ModelAdmin):
             self.log_change(request, image, "Deactivated (withdrawn from play)")
         self.message_user(request, f"{len(changed)} image(s) withdrawn.")
 
+    def get_actions(self, request):
+        """The usual actions, plus "Recompute <name>'s guesses" for each installed model other than the active one
+        (e.g. geoclip, so it can be a game opponent without becoming the upload predictor)."""
+        actions = super().get_actions(request)
+        if "recompute_guesses" not in actions:
+            return actions
+        for bundle in registry.installed_bundles():
+            if bundle.active:
+                continue
+            name = f"recompute_guesses_of_{bundle.name}"
+            actions[name] = (self._recompute_action(bundle.name), name,
+                             f"Recompute {bundle.name}'s guesses (background job)")
+        return actions
+
+    @staticmethod
+    def _recompute_action(model_name: str):
+        def action(modeladmin, request, queryset):
+            return modeladmin.recompute_guesses(request, queryset, model_name=model_name)
+        return action
+
     @admin.action(description="Recompute the active model's guesses (background job)")
-    def recompute_guesses(self, request, queryset):
+    def recompute_guesses(self, request, queryset, model_name: str | None = None):
         images = list(queryset)
         try:
-            job = recompute.start_recompute(images=images, user=request.user)
+            job = recompute.start_recompute(images=images, user=request.user, model_name=model_name)
         except curation.CurationError as error:
             self.message_user(request, str(error), messages.ERROR)
             return None
@@ -506,15 +527,17 @@ class RoundInline(admin.TabularInline):
     model = Round
     extra = 0
     can_delete = False
-    fields = ["index", "image", "distance_km", "score", "model_distance_km", "model_score", "started_at", "guessed_at"]
+    fields = ["index", "image", "distance_km", "score", "model_distance_km", "model_score", "model2_distance_km",
+              "model2_score", "started_at", "guessed_at"]
     readonly_fields = fields
 
 
 @admin.register(Game)
 class GameAdmin(admin.ModelAdmin):
-    list_display = ["key", "player_name", "mode", "difficulty", "opponent_model", "created_at", "finished_at"]
+    list_display = ["key", "player_name", "mode", "difficulty", "opponent_model", "second_opponent", "created_at",
+                    "finished_at"]
     list_filter = ["mode", "difficulty", "opponent_model"]
     search_fields = ["nickname", "user__username"]
     readonly_fields = ["key", "challenge_token", "user", "session_key", "seed", "mode", "difficulty", "challenge_of",
-                       "opponent_model", "created_at", "finished_at"]
+                       "opponent_model", "second_opponent", "created_at", "finished_at"]
     inlines = [RoundInline]

@@ -1,4 +1,5 @@
-"""Recompute jobs: run the active model over chosen game images in the background and store its guesses.
+"""Recompute jobs: run the active model (or another installed one) over game images in the background and store
+its guesses.
 
 A job is a row (progress done/total, errors); `start_recompute` creates it and, once committed, runs it in a
 daemon thread of this process through the shared inference engine, which batches the photos.
@@ -24,12 +25,20 @@ logger = logging.getLogger(__name__)
 _threads: dict[int, threading.Thread] = {}
 
 
-def start_recompute(*, images, user=None) -> RecomputeJob:
-    """Queue a job over `images` for the active model; refused when no model is active."""
-    name = registry.active_bundle_name() if registry.active_bundle_path() is not None else None
-    if name is None:
-        raise CurationError("No model is active: install one with `manage.py install_model` (or "
-                            "`manage.py ensure_demo_model`) before recomputing guesses.")
+def start_recompute(*, images, user=None, model_name: str | None = None) -> RecomputeJob:
+    """Queue a job over `images` for the installed bundle `model_name`, by default the active model; refused when
+    there is no such model."""
+    if model_name is None:
+        name = registry.active_bundle_name() if registry.active_bundle_path() is not None else None
+        if name is None:
+            raise CurationError("No model is active: install one with `manage.py install_model` (or "
+                                "`manage.py ensure_demo_model`) before recomputing guesses.")
+    else:
+        installed = [bundle.name for bundle in registry.installed_bundles()]
+        if model_name not in installed:
+            raise CurationError(f"The model {model_name!r} is not installed (installed: "
+                                f"{', '.join(installed) or 'none'}); see `manage.py install_model`.")
+        name = model_name
     ids = sorted(image.pk for image in images)
     if not ids:
         raise CurationError("No images selected.")
@@ -69,11 +78,35 @@ def run_recompute(*, job_id: int) -> RecomputeJob:
     job = RecomputeJob.objects.get(pk=job_id)
     if not claimed:
         return job  # another thread or process has it
+    own_engine = None
     try:
-        engine = inference.get_engine()
-        model = inference.get_model()
+        if job.model_name == registry.active_bundle_name() and registry.active_bundle_path() is not None:
+            engine = inference.get_engine()
+            model = inference.get_model()
+        else:
+            own_engine, model = _bundle_engine(job.model_name)
+            engine = own_engine
     except Exception as error:  # noqa: BLE001 - a broken bundle fails the job with its reason
         return _finish(job, RecomputeJob.Status.FAILED, f"the model could not be loaded: {error}")
+    try:
+        return _run_batches(job, engine, model)
+    finally:
+        if own_engine is not None:
+            own_engine.close()
+
+
+def _bundle_engine(name: str):
+    """An engine of its own on an installed bundle that is not the active model (closed when the job ends)."""
+    from predictor.ml.backends import make_engine
+    from predictor.ml.bundle import load_bundle
+
+    device = inference.inference_device()
+    model = load_bundle(registry.model_dir() / name, device=device)
+    return make_engine(model, device=device, max_batch_size=settings.ENGINE_MAX_BATCH,
+                       max_wait_ms=settings.ENGINE_MAX_WAIT_MS), model
+
+
+def _run_batches(job: RecomputeJob, engine, model) -> RecomputeJob:
     images = {image.pk: image for image in GameImage.objects.filter(pk__in=job.image_ids)}
     missing = [pk for pk in job.image_ids if pk not in images]
     errors = [[f"#{pk}", "the image was deleted"] for pk in missing]
