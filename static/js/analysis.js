@@ -16,7 +16,14 @@
   var heatLayers = {};
   var estimateLayer = L.layerGroup().addTo(map);
   var layerName = "hierarchy";
-  var cam = { url: null, caption: "", cells: {} };  // from the cam event: overall map and partitioning -> token -> URL
+  var cam = { url: null, caption: "", cells: {} };
+  // Stored results come back from PostgreSQL (jsonb) with their keys re-ordered, so nothing may depend on key order:
+  // concepts and partitionings are always shown in this order, others after them by name.
+  var ORDER = ["indoor", "natural", "urban", "coarse", "middle", "fine", "hierarchy"];
+  function orderedKeys(object) {
+    function rank(key) { var i = ORDER.indexOf(key); return i < 0 ? ORDER.length : i; }
+    return Object.keys(object).sort(function (a, b) { return rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0); });
+  }  // from the cam event: overall map and partitioning -> token -> URL
 
   function byId(id) { return document.getElementById(id); }
   function text(node, value) { node.textContent = value; return node; }
@@ -59,7 +66,7 @@
       showUntrained(event.untrained, event.model_name);
       var bars = byId("s3-bars");
       bars.textContent = "";
-      Object.keys(event.s3).forEach(function (concept) {
+      orderedKeys(event.s3).forEach(function (concept) {
         var row = el("div", undefined, "bar-row" + (concept === event.concept ? " chosen" : ""));
         row.appendChild(el("span", concept, "bar-label"));
         var bar = el("div", undefined, "bar");
@@ -76,7 +83,7 @@
     partitions: function (event) {
       var box = byId("partition-tables");
       box.textContent = "";
-      Object.keys(event.partitionings).forEach(function (name) {
+      orderedKeys(event.partitionings).forEach(function (name) {
         var table = el("table", undefined, "cells");
         table.appendChild(el("caption", name));
         event.partitionings[name].forEach(function (cell) {
@@ -99,7 +106,7 @@
         var name = feature.properties.partitioning;
         (groups[name] = groups[name] || []).push(feature);
       });
-      Object.keys(groups).forEach(function (name) {
+      orderedKeys(groups).forEach(function (name) {
         var features = groups[name];
         var top = Math.max.apply(null, features.map(function (f) { return f.properties.probability; })) || 1;
         cellLayers[name] = L.geoJSON({ type: "FeatureCollection", features: features }, {
@@ -192,7 +199,7 @@
   function showLayer() {
     Object.keys(cellLayers).forEach(function (name) { map.removeLayer(cellLayers[name]); });
     Object.keys(heatLayers).forEach(function (name) { map.removeLayer(heatLayers[name]); });
-    var name = cellLayers[layerName] ? layerName : Object.keys(cellLayers)[0];
+    var name = cellLayers[layerName] ? layerName : orderedKeys(cellLayers)[0];
     if (!name) { return; }
     cellLayers[name].addTo(map);
     if (heatLayers[name] && byId("heat-toggle").checked) { heatLayers[name].addTo(map); }
