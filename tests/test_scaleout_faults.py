@@ -238,9 +238,19 @@ def test_postgresql_unreachable_gives_503_and_the_worker_recovers_without_corrup
             page = page_request(url, "/analyses/", cookie=cookie)
             api = page_request(url, "/analyses/", cookie=cookie, accept="application/json")
             health = http_status(url + "/healthz", timeout_s=20)
-            time.sleep(2)
+            # A long enough outage for the pool's reconnection back-off to grow (1, 2, 4, 8, 16 s ... under
+            # psycopg_pool's defaults), with requests arriving meanwhile as they would from users.
+            outage_ends = time.monotonic() + 20
+            while time.monotonic() < outage_ends:
+                page_request(url, "/analyses/", cookie=cookie)
+                time.sleep(1)
         finally:
             proxy.restore()
+        restored = time.monotonic()
+        # Service comes back within seconds of the database, not after the back-off has run its course.
+        wait_until(lambda: page_request(url, "/analyses/", cookie=cookie)["status"] == 200, timeout_s=8,
+                   interval_s=0.25, what="the web process to serve pages again after PostgreSQL came back")
+        print(f"pages served again {time.monotonic() - restored:.1f} s after PostgreSQL came back")
 
         assert page["status"] == 503, page
         assert page["headers"].get("retry-after") == "10"
