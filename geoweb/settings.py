@@ -178,6 +178,9 @@ ACTIVE_MODEL = os.environ.get("GEOWEB_MODEL", "")
 INFERENCE_DEVICE = os.environ.get("GEOWEB_DEVICE", "auto")
 ENGINE_MAX_BATCH = env_int("GEOWEB_ENGINE_MAX_BATCH", 32)
 ENGINE_MAX_WAIT_MS = env_int("GEOWEB_ENGINE_MAX_WAIT_MS", 10)
+# torch.compile the networks for fixed batch buckets, warmed up when the engine loads (minutes on a GPU, then faster
+# batches). Off by default until the H100 benchmark has measured it (benchmarks/RESULTS.md).
+ENGINE_COMPILE = env_bool("GEOWEB_ENGINE_COMPILE", False)
 EMBEDDED_WORKER = env_bool("GEOWEB_EMBEDDED_WORKER", not REDIS_URL)
 WORKER_HEARTBEAT_TIMEOUT_S = env_int("GEOWEB_WORKER_HEARTBEAT_TIMEOUT", 60)
 

@@ -57,7 +57,8 @@ def get_engine():
             model = load_bundle(path, device=device)
             # The heat map shows up to this many cells per partitioning; the engine's default ten is too few.
             engine = make_engine(model, device=device, max_batch_size=settings.ENGINE_MAX_BATCH,
-                                 max_wait_ms=settings.ENGINE_MAX_WAIT_MS, top_k=ENGINE_TOP_K)
+                                 max_wait_ms=settings.ENGINE_MAX_WAIT_MS, top_k=ENGINE_TOP_K,
+                                 compile=settings.ENGINE_COMPILE)
             if _engine is not None:
                 _engine.close()
             _engine, _engine_model, _engine_path = engine, model, Path(path)
