@@ -1,11 +1,15 @@
 """ASGI entry point: HTTP through Django, websockets through Channels (origin-checked, authenticated)."""
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "geoweb.settings")
-# Django must be set up before anything imports models.
-django_asgi_app = get_asgi_application()
+# Django must be set up before anything imports models (what get_asgi_application() does first).
+django.setup(set_prefix=False)
+
+from geoweb.http_handler import PooledSyncASGIHandler  # noqa: E402
+
+django_asgi_app = PooledSyncASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -1,0 +1,85 @@
+"""The ASGI HTTP path (geoweb/http_handler.py): whole requests on a fixed thread pool, connections kept between them."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from channels.testing import HttpCommunicator
+from django.db.backends.signals import connection_created
+
+from geoweb.asgi import application
+from geoweb.http_handler import PooledSyncASGIHandler
+from tests.test_upload_stream import _no_playwright_loop  # noqa: F401 (fixture)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("_no_playwright_loop")]
+
+
+@pytest.fixture(autouse=True)
+def _no_embedded_worker(settings):
+    settings.EMBEDDED_WORKER = False  # the first request would start this process's inference worker
+
+
+def _cookies(response) -> dict[str, str]:
+    jar = {}
+    for name, value in response["headers"]:
+        if name.lower() == b"set-cookie":
+            pair = value.decode().split(";", 1)[0]
+            key, _, val = pair.partition("=")
+            jar[key] = val
+    return jar
+
+
+async def _request(app, method, path, *, body=b"", cookies=None, headers=()):
+    headers = [(b"host", b"127.0.0.1"), *headers]
+    if cookies:
+        headers.append((b"cookie", "; ".join(f"{k}={v}" for k, v in cookies.items()).encode()))
+    return await HttpCommunicator(app, method, path, body=body, headers=headers).get_response(timeout=10)
+
+
+async def test_a_player_starts_a_game_through_the_asgi_app_with_session_and_csrf():
+    page = await _request(application, "GET", "/accounts/login/")  # a page with a form sets the CSRF cookie
+    assert page["status"] == 200 and b"<form" in page["body"]
+    cookies = _cookies(page)
+    assert "csrftoken" in cookies
+    refused = await _request(application, "POST", "/api/games/", body=b"{}", cookies=cookies,
+                             headers=[(b"content-type", b"application/json")])
+    assert refused["status"] == 403  # no CSRF header: the middleware chain ran
+    answered = await _request(application, "POST", "/api/games/", body=b"{}", cookies=cookies,
+                              headers=[(b"content-type", b"application/json"),
+                                       (b"x-csrftoken", cookies["csrftoken"].encode())])
+    # No playable images in this database: the game service answers, in JSON, why it cannot start a game.
+    assert answered["status"] == 503 and "import_im2gps" in json.loads(answered["body"])["error"]
+
+
+async def test_the_async_health_view_is_served():
+    response = await _request(application, "GET", "/healthz")
+    body = json.loads(response["body"])
+    assert response["status"] == 200 and body["database"]["ok"] and body["channel_layer"]["ok"]
+
+
+async def test_consecutive_requests_reuse_one_database_connection(settings):
+    # Reconnecting to SQLite on every request cost a game guess about 6 ms of 16 (benchmarks/RESULTS.md).
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+        pytest.skip("PostgreSQL: connections are reused through the pool, not kept by threads")
+    assert settings.DATABASES["default"]["CONN_MAX_AGE"] > 0
+    opened = []
+
+    def count(sender, connection, **kwargs):
+        opened.append(connection.alias)
+
+    connection_created.connect(count)
+    try:
+        for _ in range(5):
+            assert (await _request(application, "GET", "/"))["status"] == 200
+    finally:
+        connection_created.disconnect(count)
+    assert len(opened) <= 1  # none where an earlier test's request left this thread connected
+
+
+async def test_more_concurrent_requests_than_threads_are_all_answered(settings):
+    settings.HTTP_THREADS = 2
+    app = PooledSyncASGIHandler()
+    responses = await asyncio.gather(*(_request(app, "GET", "/") for _ in range(12)))
+    assert [r["status"] for r in responses] == [200] * 12
+    assert app._threads()._max_workers == 2
