@@ -11,7 +11,6 @@ import secrets
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from games import scoring, selectors
@@ -159,15 +158,10 @@ def submit_guess(*, game: Game, round_index: int, lat: float, lon: float,
         raise InvalidGuess("a guess needs a latitude in [-90, 90] and a longitude in [-180, 180]")
     if game.finished_at is not None:
         raise GameFinished("this game is finished")
-    # One query for the current round, its photo, the opponent's stored guess and the game's last index.
-    round_ = (Round.objects.select_related("image").filter(game=game, guessed_at__isnull=True)
-              .annotate(opponent_lat=Subquery(_opponent_guess(game.opponent_model).values("lat")[:1]),
-                        opponent_lon=Subquery(_opponent_guess(game.opponent_model).values("lon")[:1]),
-                        opponent2_lat=Subquery(_opponent_guess(game.second_opponent).values("lat")[:1]),
-                        opponent2_lon=Subquery(_opponent_guess(game.second_opponent).values("lon")[:1]),
-                        last_index=Subquery(Round.objects.filter(game=OuterRef("game")).order_by("-index")
-                                            .values("index")[:1]))
-              .order_by("index").first())
+    # The game's rounds with their photos in one plain query (five rows): the current round and the last index come
+    # from it. Simple queries here, not one annotated with subqueries: building that one cost more CPU than running it.
+    rounds = list(Round.objects.select_related("image").filter(game=game).order_by("index"))
+    round_ = next((r for r in rounds if r.guessed_at is None), None)
     if round_ is None:
         raise GameFinished("every round of this game has been guessed")
     if round_index != round_.index:
@@ -176,29 +170,30 @@ def submit_guess(*, game: Game, round_index: int, lat: float, lon: float,
         raise RoundOutOfOrder(f"round {round_index + 1} is not the current round ({round_.index + 1})")
     if round_.started_at is None:
         raise RoundOutOfOrder(f"round {round_index + 1} has not been shown yet")
-    if round_.opponent_lat is None:
-        raise GameError(f"the model {game.opponent_model} has no stored guess for this photo any more")
-    if game.second_opponent and round_.opponent2_lat is None:
-        raise GameError(f"the model {game.second_opponent} has no stored guess for this photo any more")
+    answers = {name: (lat, lon) for name, lat, lon in ModelGuess.objects.filter(
+        image_id=round_.image_id, model_name__in=game.opponents).values_list("model_name", "lat", "lon")}
+    for name in game.opponents:
+        if name not in answers:
+            raise GameError(f"the model {name} has no stored guess for this photo any more")
     image = round_.image
     now = now or timezone.now()
     round_.guess_lat, round_.guess_lon = float(lat), float(lon)
     round_.distance_km = scoring.error_km(true_lat=image.lat, true_lon=image.lon, lat=lat, lon=lon)
     round_.score = scoring.score(round_.distance_km)
-    round_.model_lat, round_.model_lon = round_.opponent_lat, round_.opponent_lon
+    round_.model_lat, round_.model_lon = answers[game.opponent_model]
     round_.model_distance_km = scoring.error_km(true_lat=image.lat, true_lon=image.lon, lat=round_.model_lat,
                                                 lon=round_.model_lon)
     round_.model_score = scoring.score(round_.model_distance_km)
     fields = ["guess_lat", "guess_lon", "distance_km", "score", "model_lat", "model_lon", "model_distance_km",
               "model_score", "guessed_at"]
     if game.second_opponent:
-        round_.model2_lat, round_.model2_lon = round_.opponent2_lat, round_.opponent2_lon
+        round_.model2_lat, round_.model2_lon = answers[game.second_opponent]
         round_.model2_distance_km = scoring.error_km(true_lat=image.lat, true_lon=image.lon, lat=round_.model2_lat,
                                                      lon=round_.model2_lon)
         round_.model2_score = scoring.score(round_.model2_distance_km)
         fields += ["model2_lat", "model2_lon", "model2_distance_km", "model2_score"]
     round_.guessed_at = now
-    last = round_.index == round_.last_index
+    last = round_.index == rounds[-1].index
     with transaction.atomic():
         # The conditional update is the guard against two guesses racing for the same round.
         stored = Round.objects.filter(pk=round_.pk, guessed_at__isnull=True).update(
@@ -209,10 +204,6 @@ def submit_guess(*, game: Game, round_index: int, lat: float, lon: float,
             game.finished_at = now
             Game.objects.filter(pk=game.pk, finished_at__isnull=True).update(finished_at=now)
     return round_
-
-
-def _opponent_guess(model_name: str):
-    return ModelGuess.objects.filter(image=OuterRef("image"), model_name=model_name)
 
 
 def start_next_round(*, game: Game, now: dt.datetime | None = None) -> Round:
