@@ -266,6 +266,8 @@ def main() -> None:
     parser.add_argument("--sqlite-plain", action="store_true",
                         help="run SQLite as it comes (rollback journal, deferred transactions), not the defaults")
     parser.add_argument("--keep", action="store_true", help="keep the throwaway data directory")
+    parser.add_argument("--server", choices=("daphne", "uvicorn"), default="daphne",
+                        help="ASGI server to measure (uvicorn is not a project requirement: pip install it first)")
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="geoweb-game-bench-"))
@@ -279,8 +281,12 @@ def main() -> None:
     try:
         prepare_data(data_dir, args.images, env)
         port = free_port()
-        server = subprocess.Popen([PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                                   "geoweb.asgi:application"], cwd=ROOT, env=env,
+        if args.server == "daphne":
+            command = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "geoweb.asgi:application"]
+        else:
+            command = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+                       "--lifespan", "off", "geoweb.asgi:application"]
+        server = subprocess.Popen([PYTHON, *command], cwd=ROOT, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_for_port(port)
         phases = asyncio.run(drive(port, args, env))
@@ -292,7 +298,7 @@ def main() -> None:
             shutil.rmtree(data_dir, ignore_errors=True)
     hello = phases[0].rate
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-          f"Daphne, SQLite{' (plain: rollback journal, deferred)' if args.sqlite_plain else ' (WAL, IMMEDIATE)'}, {args.clients} concurrent clients, {args.seconds:.0f} s per phase")
+          f"{args.server}, SQLite{' (plain: rollback journal, deferred)' if args.sqlite_plain else ' (WAL, IMMEDIATE)'}, {args.clients} concurrent clients, {args.seconds:.0f} s per phase")
     for phase in phases:
         ratio = f"  = {phase.rate / hello * 100:5.1f}% of hello" if phase.name != "hello" and hello else ""
         print(phase.row() + ratio)
