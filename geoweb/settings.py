@@ -236,9 +236,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     _db_options.setdefault("connect_timeout", env_int("GEOWEB_DB_CONNECT_TIMEOUT", 5))
     DB_POOL_MAX = env_int("GEOWEB_DB_POOL_MAX", 10)
     if DB_POOL_MAX > 0 and DATABASES["default"].get("CONN_MAX_AGE", 0) == 0:
-        # Under ASGI each request runs its sync code in a thread of its own, each with its own connection: 500
-        # concurrent requests would ask PostgreSQL for 500 connections (its default limit is 100). A pool per
-        # process bounds that; a request beyond it waits up to the timeout for a free connection.
+        # Each thread that serves requests (HTTP_THREADS, plus the websocket consumers' database threads) has its
+        # own connection, more than PostgreSQL's default limit of 100 across a few processes. A pool per process
+        # bounds that; a request beyond it waits up to the timeout for a free connection.
         # reconnect_timeout: while PostgreSQL is away the pool retries a new connection with a doubling delay and
         # starts no other attempt meanwhile; left at psycopg_pool's 5 minutes, that delay grows to tens of seconds and
         # requests go on failing long after the database is back. Giving up after a few seconds lets the next
