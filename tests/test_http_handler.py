@@ -34,7 +34,10 @@ async def _request(app, method, path, *, body=b"", cookies=None, headers=()):
     headers = [(b"host", b"127.0.0.1"), *headers]
     if cookies:
         headers.append((b"cookie", "; ".join(f"{k}={v}" for k, v in cookies.items()).encode()))
-    return await HttpCommunicator(app, method, path, body=body, headers=headers).get_response(timeout=10)
+    communicator = HttpCommunicator(app, method, path, body=body, headers=headers)
+    response = await communicator.get_response(timeout=10)
+    await communicator.wait(timeout=10)  # the request's end (request_finished closes its connections) runs too
+    return response
 
 
 async def test_a_player_starts_a_game_through_the_asgi_app_with_session_and_csrf():
