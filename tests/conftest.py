@@ -92,6 +92,22 @@ def other_user(django_user_model):
     return django_user_model.objects.create_user(username="bob", password="a-long-test-password-2")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_thread_connections_before_teardown(django_db_setup, django_db_blocker):
+    """Before the test database is dropped, close what asgiref's thread-sensitive thread still holds.
+
+    That one thread runs every database_sync_to_async call of the in-process websocket tests; in the PostgreSQL
+    pass it could end the session holding a pooled connection, and PostgreSQL then refuses to drop the database
+    ("being accessed by other users").
+    """
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
+
+
 # --- live server and browser -------------------------------------------------------------------------------------
 
 def _make_application():
