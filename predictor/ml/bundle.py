@@ -100,6 +100,16 @@ def _model_card_text(name: str, untrained: bool, card: dict, config: dict) -> st
     return "\n".join(lines) + "\n"
 
 
+def write_partitionings(path: Path, names: list[str], partitionings: list[Partitioning]) -> list[dict]:
+    """Write each partitioning to partitionings/<name>.csv in a bundle; the config.json entries that list them."""
+    entries = []
+    for label, partitioning in zip(names, partitionings):
+        rel = f"partitionings/{label}.csv"
+        partitioning.to_csv(path / rel)
+        entries.append({"name": label, "file": rel, "cells": len(partitioning)})
+    return entries
+
+
 def save_bundle(path: str | Path, *, name: str, networks: dict[str, GeoNetwork], partitionings: list[Partitioning],
                 scene_network: GeoNetwork, scene_mapping, model_card: dict | None = None,
                 crops: CropSpec | None = None, untrained: bool = False, partitioning_names: list[str] | None = None,
@@ -137,15 +147,8 @@ def save_bundle(path: str | Path, *, name: str, networks: dict[str, GeoNetwork],
         save_file(_state_dict(networks[concept]), str(path / rel), metadata={"concept": concept})
         network_files[concept] = rel
     save_file(_state_dict(scene_network), str(path / "weights/scene.safetensors"))
-    with (path / "scene/places365_s3.csv").open("w", encoding="utf-8", newline="") as handle:
-        handle.write(",".join(["index", "category", *S3_CONCEPTS]) + "\n")
-        for i, category in enumerate(scene_mapping.categories):
-            handle.write(f"{i},{category}," + ",".join(repr(float(v)) for v in scene_mapping.matrix[i]) + "\n")
-    partitioning_entries = []
-    for label, partitioning in zip(names, partitionings):
-        rel = f"partitionings/{label}.csv"
-        partitioning.to_csv(path / rel)
-        partitioning_entries.append({"name": label, "file": rel, "cells": len(partitioning)})
+    scene_mapping.to_csv(path / "scene/places365_s3.csv")
+    partitioning_entries = write_partitionings(path, names, partitionings)
     any_net = networks[isn.concepts[0]]
     config = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "name": name, "untrained": bool(untrained),

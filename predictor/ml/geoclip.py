@@ -45,7 +45,6 @@ from .isn import SceneClassifier
 from .model import ModelOutput
 from .network import GeoNetwork
 from .partitions import MIN_LEVEL, Partitioning, leaf_cell, parent_matrix
-from .prediction import S3_CONCEPTS
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, CropSpec
 
 ARCHITECTURE = "geoclip"
@@ -434,15 +433,10 @@ def save_geoclip_bundle(path: str | Path, *, name: str, release: GeoCLIPRelease,
             writer.writerow([repr(float(lat[g])), repr(float(lon[g])), *assignment[g].tolist()])
     save_file({k: v.detach().cpu().contiguous() for k, v in scene_network.state_dict().items()},
               str(path / "weights/scene.safetensors"))
-    with (path / "scene/places365_s3.csv").open("w", encoding="utf-8", newline="") as handle:
-        handle.write(",".join(["index", "category", *S3_CONCEPTS]) + "\n")
-        for i, category in enumerate(scene_mapping.categories):
-            handle.write(f"{i},{category}," + ",".join(repr(float(v)) for v in scene_mapping.matrix[i]) + "\n")
-    entries = []
-    for label, partitioning in zip(names, partitionings):
-        rel = f"partitionings/{label}.csv"
-        partitioning.to_csv(path / rel)
-        entries.append({"name": label, "file": rel, "cells": len(partitioning)})
+    scene_mapping.to_csv(path / "scene/places365_s3.csv")
+    from .bundle import write_partitionings  # bundle.py imports this module lazily: no cycle at import time
+
+    entries = write_partitionings(path, names, partitionings)
     licences = [dict(GEOCLIP_LICENCE), dict(CLIP_LICENCE, source=clip_source)]
     (path / FILES["licences"]).write_text(
         "# Licences\n\n" + "\n".join(f"- {e['component']}: {e['licence']} (from {e['source']})" for e in licences)

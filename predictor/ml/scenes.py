@@ -73,6 +73,13 @@ class SceneMapping:
                 weights.append(values)
         return cls(categories=categories, matrix=np.array(weights, dtype=np.float32).reshape(-1, 3))
 
+    def to_csv(self, path: str | Path) -> None:
+        """Write the mapping in the format `from_csv` reads (floats written exactly, by repr)."""
+        with Path(path).open("w", encoding="utf-8", newline="") as handle:
+            handle.write(",".join(CSV_COLUMNS) + "\n")
+            for i, category in enumerate(self.categories):
+                handle.write(f"{i},{category}," + ",".join(repr(float(v)) for v in self.matrix[i]) + "\n")
+
     @classmethod
     def load_default(cls) -> "SceneMapping":
         return cls.from_csv(DEFAULT_CSV)

@@ -508,7 +508,7 @@ def label_counts(folder: str | Path, num_classes: Sequence[int]) -> list[np.ndar
     index = read_index(folder)
     counts = [np.zeros(n, dtype=np.int64) for n in num_classes]
     for shard in index["shards"]:
-        for _, meta in iterate_tar_samples(Path(folder) / shard["name"]):
+        for meta, _ in iterate_tar_metadata(Path(folder) / shard["name"]):  # the JSON only, not the photos
             for p, label in enumerate(meta["labels"]):
                 counts[p][label] += 1
     return counts
