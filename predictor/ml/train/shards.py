@@ -503,17 +503,6 @@ def bytes_per_image(folder: str | Path) -> float:
     return index["bytes"] / index["samples"] if index["samples"] else float("nan")
 
 
-def label_counts(folder: str | Path, num_classes: Sequence[int]) -> list[np.ndarray]:
-    """Images per class for each partitioning, from the labels stored in the shards."""
-    index = read_index(folder)
-    counts = [np.zeros(n, dtype=np.int64) for n in num_classes]
-    for shard in index["shards"]:
-        for meta, _ in iterate_tar_metadata(Path(folder) / shard["name"]):  # the JSON only, not the photos
-            for p, label in enumerate(meta["labels"]):
-                counts[p][label] += 1
-    return counts
-
-
 def held_out(image_id: str, fraction: float) -> bool:
     """Deterministic split by a hash of the id, so re-running preprocessing keeps the same validation images."""
     if fraction <= 0:
