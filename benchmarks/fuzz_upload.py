@@ -106,7 +106,8 @@ def main() -> int:
     from django.core.management import call_command
     from django.test import Client
 
-    from predictor import images, policy
+    from core import images
+    from predictor import policy
     from predictor.models import Analysis
 
     call_command("migrate", verbosity=0)

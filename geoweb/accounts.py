@@ -4,7 +4,7 @@ from django.contrib.auth.forms import UserCreationForm
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from geoweb.ratelimit import limit_by_ip
+from core.ratelimit import limit_by_ip
 
 
 @require_http_methods(["GET", "POST"])

@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "core",
     "geoweb",
     "games",
     "predictor",
@@ -215,7 +216,7 @@ LOGGING = {
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
 
-# --- Rate limits (geoweb/ratelimit.py): (events, window seconds) per client IP or per user ---
+# --- Rate limits (core/ratelimit.py): (events, window seconds) per client IP or per user ---
 RATE_LIMITS = {
     "login": (env_int("GEOWEB_RATE_LOGIN", 20), 300),
     "signup": (env_int("GEOWEB_RATE_SIGNUP", 10), 3600),
@@ -227,7 +228,7 @@ RATE_LIMIT_TRUST_FORWARDED = env_bool("GEOWEB_TRUST_X_FORWARDED_FOR", False)
 # --- Scale-out and reliability (SCALE) ---------------------------------------------------------------------------
 # While the database cannot be reached, requests get a 503 page that asks the client to retry after this long.
 MIDDLEWARE.insert(MIDDLEWARE.index("whitenoise.middleware.WhiteNoiseMiddleware") + 1,
-                  "geoweb.outage.DatabaseUnavailableMiddleware")
+                  "core.outage.DatabaseUnavailableMiddleware")
 OUTAGE_RETRY_AFTER_S = env_int("GEOWEB_RETRY_AFTER", 10)
 HEALTHZ_TIMEOUT_S = float(os.environ.get("GEOWEB_HEALTHZ_TIMEOUT", "3"))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":

@@ -5,7 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from geoweb import accounts, health
-from geoweb.ratelimit import limit_by_ip
+from core.ratelimit import limit_by_ip
 from predictor import views as predictor_views
 
 urlpatterns = [
@@ -21,7 +21,7 @@ urlpatterns = [
 ]
 
 # A database outage noticed outside a view (e.g. while the session is saved) still gets the 503 page.
-handler500 = "geoweb.outage.server_error"
+handler500 = "core.outage.server_error"
 
 if settings.DEBUG:
     from django.conf.urls.static import static

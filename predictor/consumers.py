@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from geoweb import ratelimit
+from core import ratelimit
 from predictor import events, selectors
 
 MAX_CLIENT_MESSAGE_BYTES = 4096

@@ -17,7 +17,8 @@ from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
-from predictor import events, granularity, images, policy
+from core import images
+from predictor import events, granularity, policy
 from predictor.ml.prediction import HIERARCHY
 from predictor.models import Analysis, UploadAudit
 from predictor.policy import FINE, REGION

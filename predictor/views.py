@@ -12,8 +12,9 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.gzip import gzip_page
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from geoweb.ratelimit import client_ip, limit_by_ip
-from predictor import explorer, images, places, policy, selectors, services
+from core.ratelimit import client_ip, limit_by_ip
+from core import images
+from predictor import explorer, places, policy, selectors, services
 
 
 @require_GET

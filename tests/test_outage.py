@@ -16,7 +16,7 @@ from django.db import DatabaseError, connection, connections, transaction
 from django.test import Client
 from django.urls import reverse
 
-from geoweb.outage import is_database_unavailable
+from core.outage import is_database_unavailable
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from django.urls import reverse
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from PIL import Image
 
-from predictor import images
+from core import images
 from predictor.models import Analysis, UploadAudit
 
 

@@ -12,7 +12,7 @@ import pytest
 from django.urls import reverse
 from PIL import Image, ImageOps
 
-from predictor import images
+from core import images
 from predictor.models import Analysis
 from tests.conftest import make_jpeg
 
