@@ -228,6 +228,6 @@ multiprocessing.set_start_method("fork", force=True)
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
     """A tiny random-weight ISN bundle built once per session (untrained; tiny backbone, small partitionings)."""
-    from predictor.ml.bundle import make_tiny_bundle
+    from predictor.ml.isn import make_tiny_bundle
 
     return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny-untrained")

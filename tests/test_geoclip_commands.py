@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 
 from predictor import registry
 from predictor.ml import evaluation
-from predictor.ml.bundle import _tiny_partitionings, load_bundle
 from predictor.ml.geoclip import TINY_VISION_CONFIG, GeoCLIPModel
+from predictor.ml.kinds import load_bundle
+from predictor.ml.partitions import tiny_partitionings
 from tests.conftest import make_jpeg
 from tests.test_model_geoclip import WHEEL
 
@@ -35,7 +36,7 @@ def clip_copy(tmp_path_factory):
 @pytest.fixture
 def cells(tmp_path):
     paths = []
-    for partitioning in _tiny_partitionings(0):
+    for partitioning in tiny_partitionings(0):
         paths.append(tmp_path / f"{partitioning.name}.csv")
         partitioning.to_csv(paths[-1])
     return [str(p) for p in paths]

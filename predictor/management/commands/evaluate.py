@@ -54,8 +54,9 @@ class Command(BaseCommand):
 
     def _predict_images(self, meta, options):
         from predictor import registry
-        from predictor.ml.bundle import BundleError, load_bundle
-        from predictor.ml.backends import make_engine
+        from predictor.ml.bundle import BundleError
+        from predictor.ml.engine import InferenceEngine
+        from predictor.ml.kinds import load_bundle
 
         try:
             model = load_bundle(registry.resolve_bundle(options["model"]), device="cpu")
@@ -64,7 +65,7 @@ class Command(BaseCommand):
         if model.untrained:
             self.stderr.write(f"warning: {model.name} is an untrained (random-weight) bundle: its accuracy is "
                               "meaningless")
-        engine = make_engine(model, device=options["device"] or settings.INFERENCE_DEVICE,
+        engine = InferenceEngine(model, device=options["device"] or settings.INFERENCE_DEVICE,
                                  max_batch_size=options["batch_size"])
         try:
             predictions, skipped = evaluation.predict_image_folder(

@@ -69,7 +69,7 @@ class Command(BaseCommand):
 
     def _build_geoclip(self, scratch: Path, name: str, options) -> Path:
         from predictor.ml import geoclip
-        from predictor.ml.partitions import Partitioning
+        from predictor.ml.partitions import HIERARCHY_NAMES, Partitioning
         from predictor.ml.train.export import scene_parts
 
         if not options["partitionings"]:
@@ -81,7 +81,7 @@ class Command(BaseCommand):
             if not path.is_file():
                 raise CommandError(f"{path}: no such partitioning file")
         partitionings = [Partitioning.from_csv(p, name=n)
-                         for p, n in zip(options["partitionings"], ("coarse", "middle", "fine"))]
+                         for p, n in zip(options["partitionings"], HIERARCHY_NAMES)]
         scene_bundle = None
         if options["scene_model"]:
             scene_bundle = Path(options["scene_model"])

@@ -29,7 +29,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         from predictor import registry
-        from predictor.ml.bundle import BundleError, load_bundle
+        from predictor.ml.bundle import BundleError
+        from predictor.ml.kinds import load_bundle
+        from predictor.ml.model import PlacesSceneClassifier, offers
 
         target = options["model"]
         if target and Path(target).exists():
@@ -44,6 +46,8 @@ class Command(BaseCommand):
             model = load_bundle(path, device=options["device"])
         except BundleError as error:
             raise CommandError(str(error)) from None
+        if not offers(model, PlacesSceneClassifier):
+            raise CommandError(f"{model.name} (kind {model.kind}) has no Places365 scene classifier to label with")
         if model.untrained:
             self.stderr.write(f"warning: {model.name} is untrained: its scene labels are meaningless")
         try:

@@ -17,8 +17,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from predictor import registry
-from predictor.ml.backends import make_engine
-from predictor.ml.bundle import BundleError, load_bundle
+from predictor.ml.bundle import BundleError
+from predictor.ml.engine import InferenceEngine
+from predictor.ml.kinds import load_bundle
+from predictor.ml.model import offers_maps
 from predictor.ml.prediction import HIERARCHY, S3_CONCEPTS, Prediction
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".gif", ".bmp", ".tif", ".tiff"}
@@ -83,10 +85,14 @@ class Command(BaseCommand):
             self.stderr.write(self.style.WARNING(f"model {model.name} is UNTRAINED: its predictions are meaningless"))
         device = "cpu" if options["cpu"] else settings.INFERENCE_DEVICE
         cam_dir: Path | None = options["cam"]
+        if cam_dir is not None and not offers_maps(model):
+            self.stderr.write(self.style.WARNING(f"model {model.name} (kind {model.kind}) gives no activation maps: "
+                                                 f"nothing is written to {cam_dir}"))
+            cam_dir = None
         if cam_dir is not None:
             cam_dir.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(model, device=device, max_batch_size=options["batch_size"], max_wait_ms=5,
-                             top_k=options["top_k"])
+        engine = InferenceEngine(model, device=device, max_batch_size=options["batch_size"], max_wait_ms=5,
+                                 top_k=options["top_k"])
         results: list = []
         try:
             from tqdm import tqdm

@@ -23,8 +23,11 @@ def scene_parts(*, scene_bundle: str | Path | None = None, scene_weights: str | 
     from predictor.ml.scenes import SceneMapping
 
     if scene_bundle:
-        from predictor.ml.bundle import load_bundle
+        from predictor.ml.kinds import load_bundle
+        from predictor.ml.model import PlacesSceneClassifier, offers
         model = load_bundle(scene_bundle)
+        if not offers(model, PlacesSceneClassifier):
+            raise ValueError(f"bundle {model.name!r} (kind {model.kind}) has no Places365 scene classifier to copy")
         return model.scene.network, model.scene_mapping, f"scene classifier copied from bundle {model.name!r}"
     if scene_weights:
         from predictor.ml.network import load_state_dict_file
@@ -67,8 +70,8 @@ def evaluate_test_set(bundle_path: str | Path, *, metadata: str | Path, images: 
                       device: str = "cpu", batch_size: int = 32) -> tuple[dict[str, float], dict]:
     """Accuracy of a bundle on a metadata CSV + image folder, predicted by the serving engine (test-time crops,
     ISN routing, f*). Returns ({threshold km: fraction}, counts of images used/skipped)."""
-    from predictor.ml.bundle import load_bundle
     from predictor.ml.engine import InferenceEngine
+    from predictor.ml.kinds import load_bundle
 
     model = load_bundle(bundle_path, device=device)
     source = CsvPhotoSource(metadata, images=images)
@@ -109,7 +112,7 @@ def export_bundle(output: str | Path, *, name: str, networks: dict[str, GeoNetwo
                   overwrite: bool = False) -> tuple[Path, dict]:
     """Write the bundle; test sets given as (name, metadata CSV, image folder) are evaluated and recorded.
     `validation` maps a card label to {threshold km: fraction} (see `validation_sections`)."""
-    from predictor.ml.bundle import save_bundle
+    from predictor.ml.isn import save_bundle
 
     output = Path(output)
     if output.exists() and not overwrite:
