@@ -14,8 +14,8 @@ from predictor.ml import evaluation
 from predictor.ml.geoclip import TINY_VISION_CONFIG, GeoCLIPModel
 from predictor.ml.kinds import load_bundle
 from predictor.ml.partitions import tiny_partitionings
+from tests.conftest import GEOCLIP_WHEEL as WHEEL
 from tests.conftest import make_jpeg
-from tests.test_model_geoclip import WHEEL
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,12 @@
-"""GeoCLIP backend: the geoclip wheel's real location encoder, image MLP and gallery with a tiny random CLIP tower.
+"""The GeoCLIP model kind: the geoclip wheel's real location encoder, image MLP and gallery with a tiny random CLIP tower.
 
-The wheel is read, never installed: `make geoclip-wheel` puts it at .cache/geoclip/ (or set GEOWEB_GEOCLIP_WHEEL).
+The wheel is read, never installed (fixtures `geoclip_wheel` and `tiny_geoclip` in conftest).
 """
 from __future__ import annotations
 
 import io
 import json
-import os
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,26 +22,10 @@ from predictor.ml.model import ActivationMaps, MissingCapability, SceneCategorie
 from predictor.ml.partitions import Partitioning
 from predictor.ml.prediction import HIERARCHY
 
-REPO = Path(__file__).resolve().parents[1]
-WHEEL = Path(os.environ.get("GEOWEB_GEOCLIP_WHEEL") or REPO / ".cache/geoclip/geoclip-1.3.0-py3-none-any.whl")
-
-
-@pytest.fixture(scope="session")
-def geoclip_wheel() -> Path:
-    if not WHEEL.is_file():
-        pytest.fail(f"GeoCLIP wheel not found at {WHEEL}: run `make geoclip-wheel` (pip download --no-deps "
-                    "geoclip==1.3.0) or set GEOWEB_GEOCLIP_WHEEL")
-    return WHEEL
-
 
 @pytest.fixture(scope="session")
 def release(geoclip_wheel):
     return read_wheel(geoclip_wheel)
-
-
-@pytest.fixture(scope="session")
-def tiny_geoclip(tmp_path_factory, geoclip_wheel) -> Path:
-    return make_tiny_geoclip_bundle(tmp_path_factory.mktemp("geoclip") / "geoclip-tiny", wheel=geoclip_wheel)
 
 
 def _photo(seed: int) -> bytes:
