@@ -364,7 +364,7 @@ def _cam_event(analysis: Analysis, photo, prediction, *, level: str, partitionin
     top_coarse = next(iter(prediction.top_cells.get(coarse, [])), None)
     if prediction.cam_kind == ATTENTION_MAP:
         # One map of the photo, the same whatever the cell: it shows no location, so every level gets it.
-        overall, caption = prediction.cam, "where the model looked"
+        overall, caption = prediction.cam, "the model's attention, the same for every cell"
     elif level == FINE:
         overall, caption = prediction.cam, "the estimate's cell"
     else:

@@ -6,7 +6,8 @@ Nothing is trained: the model answers from the photo's colour. Each fine cell ha
 bundle); the softmax of minus the squared distance between a crop's mean colour and each reference is the crop's
 fine-cell probability, and coarser cells carry the mass of their fine cells. It offers attention maps (where it
 "looked": the brightness of the photo) and retrieval refinement (the medoid of the bundle's background photos inside
-the f* cell), and no activation maps or scene categories. Its scene is always urban.
+the f* cell), and no activation maps or scene categories. Its scene is always urban. Like a segmentation network, it
+returns a map over the whole photo: where it is red.
 """
 from __future__ import annotations
 
@@ -92,7 +93,11 @@ class ColourModel:
         probabilities = [torch.zeros((fine.shape[0], len(p)), device=fine.device).index_add_(1, parents[:, level], fine)
                          for level, p in enumerate(self.partitionings)]
         s3 = URBAN.to(fine.device).expand(fine.shape[0], 3)
-        return ModelOutput(s3=s3, concepts=s3.argmax(dim=1), probabilities=probabilities)
+        # Its stand-in for a segmentation: where the whole photo is red.
+        rgb = _rgb(scene_inputs)
+        red = (rgb[:, 0] > 0.5) & (rgb[:, 1] < 0.3) & (rgb[:, 2] < 0.3)
+        return ModelOutput(s3=s3, concepts=s3.argmax(dim=1), probabilities=probabilities,
+                           overlays={"red": red.to(torch.uint8)})
 
     def attention_map(self, crops: torch.Tensor, *, geometry: CropGeometry) -> np.ndarray:
         """Brightness of each crop, pasted over the photo like a CAM."""

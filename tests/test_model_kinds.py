@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from django.core.management import CommandError, call_command
 from django.test import Client
 from PIL import Image
 
@@ -84,6 +85,8 @@ def test_a_kind_registered_with_one_line_is_served_by_the_unchanged_engine(colou
     assert bright.cam.shape == (256, 341)  # the resized photo (shorter side 256)
     assert bright.cam[:, :150].mean() > 0.9 and bright.cam[:, 190:].mean() < 0.1
     assert red.scene.concept == "urban" and red.scene.places365_top == []  # it names no scene categories
+    # Maps the model computed over the whole photo reach the prediction, one per photo.
+    assert red.overlays["red"].shape == (224, 224) and red.overlays["red"].all() and not blue.overlays["red"].any()
     json.dumps(red.to_dict())
 
 
@@ -140,6 +143,36 @@ def test_a_failed_save_leaves_no_half_bundle(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good"]  # no staging folder left behind
 
 
+# --- commands ------------------------------------------------------------------------------------------------------
+
+def _run(*args) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command(*args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def test_commands_use_what_a_kind_offers(colour_kind_registered, colour_bundle, tiny_geoclip, tmp_path, settings):
+    settings.ACTIVE_MODEL = ""
+    photo = tmp_path / "red.jpg"
+    photo.write_bytes(make_jpeg(120, 90, colour=(255, 0, 0)))
+    # Attention maps are maps: `predict --cam` writes them for this kind ...
+    _run("predict", str(photo), "--cpu", "--model", str(colour_bundle), "--cam", str(tmp_path / "cams"))
+    assert Image.open(tmp_path / "cams/red_cam.png").size == (120, 90)
+    # ... and says so, writing nothing, for a kind without maps.
+    _, err = _run("predict", str(photo), "--cpu", "--model", str(tiny_geoclip), "--cam", str(tmp_path / "none"))
+    assert "geoclip-tiny (kind geoclip) gives no activation maps" in err and not (tmp_path / "none").exists()
+    # Scenes are labelled only with a bundle that has a Places365 classifier.
+    with pytest.raises(CommandError, match="colour-test .kind colour-test. has no Places365 scene classifier"):
+        _run("label_scenes", "--shards", str(tmp_path), "--model", str(colour_bundle), "--output",
+             str(tmp_path / "labels.csv"))
+    registry.install_bundle(colour_bundle)
+    out, _ = _run("models")
+    assert "* colour-test  colour-test: mean colour -> cell UNTRAINED" in out
+    kinds.unregister_kind(colour_kind.KIND)
+    out, _ = _run("models")  # an installed bundle of a kind this GeoWeb no longer knows is listed, not hidden
+    assert "colour-test  kind 'colour-test', which this GeoWeb cannot load" in out
+
+
 # --- end to end: an upload analysed by the test kind -------------------------------------------------------------
 
 @pytest.fixture
@@ -171,7 +204,7 @@ def test_an_upload_is_analysed_by_the_test_kind(active_colour_model, user, setti
         assert abs(events["estimate"]["lat"] - red[0]) < 0.05 and abs(events["estimate"]["lon"] - red[1]) < 0.05
     # Where the model looked: one attention map at every level, and no per-cell maps, which it does not have.
     cam = events["cam"]
-    assert cam["url"] and cam["caption"] == "where the model looked" and cam["cells"] == {}
+    assert cam["url"] and cam["caption"] == "the model's attention, the same for every cell" and cam["cells"] == {}
     client = Client()
     client.force_login(user)
     response = client.get(cam["url"])

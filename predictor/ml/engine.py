@@ -26,8 +26,8 @@ import torch
 from PIL import Image
 
 from .hierarchy import HierarchyOutput
-from .model import (PHOTO_INPUT, ActivationMaps, GeoModel, MissingCapability, ModelOutput, RetrievalRefinement,
-                    SceneCategories, offers, offers_maps)
+from .model import (CAPABILITIES, PHOTO_INPUT, ActivationMaps, AttentionMaps, GeoModel, MissingCapability,
+                    ModelOutput, RetrievalRefinement, SceneCategories, offers)
 from .prediction import (ATTENTION_MAP, CELL_MAP, HIERARCHY, S3_CONCEPTS, CellProbability, Prediction, Refined,
                          SceneResult)
 from .preprocess import (DEFAULT_MAX_PIXELS, IMAGE_FORMATS, CropGeometry, ImageDecodeError, open_image,
@@ -91,6 +91,8 @@ class InferenceEngine:
         self.precision = precision
         self._dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         self._served = self.model.served_networks()
+        # What the model offers is fixed once it is loaded; the checks are structural and cost ~20 us each.
+        self._offers = {capability: offers(self.model, capability) for capability in CAPABILITIES}
         if self.cuda:
             for served in self._served:
                 served.module.to(memory_format=torch.channels_last)
@@ -115,12 +117,14 @@ class InferenceEngine:
 
     def offers(self, capability: type) -> bool:
         """Whether the served model has an optional capability (e.g. `ActivationMaps`, `AttentionMaps`)."""
-        return offers(self.model, capability)
+        if capability not in self._offers:
+            self._offers[capability] = offers(self.model, capability)
+        return self._offers[capability]
 
     @property
     def offers_maps(self) -> bool:
         """Whether `cam=True` gives a map: activation maps (of the estimate's cell) or attention maps."""
-        return offers_maps(self.model)
+        return self.offers(ActivationMaps) or self.offers(AttentionMaps)
 
     def submit(self, image: ImageSource, *, cam: bool = False, cam_cells: int = 0) -> Future:
         """Queue one photo (PIL image, encoded bytes or a file path); the Future resolves to a `Prediction`.
@@ -467,5 +471,6 @@ class InferenceEngine:
                 confidence = float(output.estimate_confidence[row])
         if refined is not None:
             lat, lon = refined.lat, refined.lon
+        overlays = {name: maps[row].cpu().numpy() for name, maps in output.overlays.items()}
         return Prediction(model_name=model.name, untrained=model.untrained, scene=scene, top_cells=top_cells,
-                          argmax=argmax, lat=lat, lon=lon, confidence=confidence, refined=refined)
+                          argmax=argmax, lat=lat, lon=lon, confidence=confidence, refined=refined, overlays=overlays)

@@ -44,6 +44,9 @@ class ModelOutput:
     estimate_confidence: torch.Tensor | None = None
     # More named answers [N, 2] (lat, lon), shown beside each partitioning's argmax (Prediction.argmax).
     points: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Named per-photo maps [N, H, W] over the whole photo (the PHOTO_INPUT square, to be stretched back to the
+    # photo's aspect ratio), e.g. a semantic segmentation the model computed: copied into Prediction.overlays.
+    overlays: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -66,11 +66,13 @@ class Prediction:
     # CAMs of the top cells when asked for: (partitioning name, class index) -> HxW like `cam`. Cells of HIERARCHY
     # are cells of the finest partitioning and use its key.
     cell_cams: dict[tuple[str, int], np.ndarray] = field(default_factory=dict, repr=False)
+    # Named maps over the whole photo from the model's forward pass (ModelOutput.overlays), e.g. a segmentation.
+    overlays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data.pop("cam")
-        data.pop("cell_cams")
+        for name in ("cam", "cell_cams", "overlays"):
+            data.pop(name)
         data["argmax"] = {k: [float(v[0]), float(v[1])] for k, v in self.argmax.items()}
         data["scene"]["places365_top"] = [[label, float(p)] for label, p in self.scene.places365_top]
         return data

@@ -121,9 +121,10 @@ class Command(BaseCommand):
             self.stderr.write(f"{path}: ERROR {result}")
             return
         scene = result.scene
+        category = f", top scene category {scene.places365_top[0][0]}" if scene.places365_top else ""
+        refined = f", refined: {result.refined.note}" if result.refined is not None and result.refined.note else ""
         self.stdout.write(f"{path}: {result.lat:.4f}, {result.lon:.4f} (confidence {100 * result.confidence:.1f}%), "
-                          f"scene {scene.concept} {scene.s3[scene.concept]:.2f}, "
-                          f"top scene category {scene.places365_top[0][0]}")
+                          f"scene {scene.concept} {scene.s3[scene.concept]:.2f}{category}{refined}")
 
     def _write_cam(self, path: Path, result: Prediction, cam_dir: Path) -> None:
         from predictor.ml.cam import render_cam_png
