@@ -161,6 +161,5 @@ def load_colour_bundle(path: Path, config: dict) -> ColourModel:
                        model_card=read_model_card(path, config), path=path)
 
 
-KIND_SPEC = ModelKind(name=KIND, description="test kind: the photo's colour picks the cell",
-                      validate=_validate, check_weights=_check_weights, load=load_colour_bundle,
+KIND_SPEC = ModelKind(name=KIND, validate=_validate, check_weights=_check_weights, load=load_colour_bundle,
                       summary=lambda config: "mean colour -> cell")

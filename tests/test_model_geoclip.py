@@ -110,6 +110,8 @@ def test_predictions_have_the_isn_shape_with_mass_conserved(tiny_geoclip):
         assert not engine.offers_maps and not offers(model, ActivationMaps) and offers(model, SceneCategories)
         with pytest.raises(MissingCapability, match="geoclip-tiny .kind geoclip. gives no activation"):
             engine.predict_many([_photo(1)], cam=True)
+        with pytest.raises(MissingCapability, match="no per-cell activation maps"):
+            engine.predict_batch([_photo(1)], cam_cells=[3])
         results = engine.predict_many([_photo(1), _photo(2), b"not an image"])
     assert isinstance(results[2], Exception)
     for prediction in results[:2]:

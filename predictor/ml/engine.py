@@ -136,21 +136,13 @@ class InferenceEngine:
         """
         if self._closed:
             raise RuntimeError("the inference engine is closed")
-        if cam and not self.offers_maps:
-            raise MissingCapability(f"model {self.model.name} (kind {self.model.kind}) gives no activation or "
-                                    "attention maps")
-        if cam_cells and not self.offers(ActivationMaps):
-            raise MissingCapability(f"model {self.model.name} (kind {self.model.kind}) gives no per-cell "
-                                    "activation maps")
+        self._check_maps(cam=cam, cam_cells=cam_cells)
         request = _Request(source=image, cam=cam, cam_cells=max(0, int(cam_cells)), future=Future())
         self._queue.put(request)
         return request.future
 
     def predict_many(self, images, *, cam: bool = False, cam_cells: int = 0) -> list[Prediction | Exception]:
         """Predictions for many photos, in order; a photo that fails yields its Exception instead."""
-        images = list(images)
-        if not images:
-            return []
         futures = [self.submit(image, cam=cam, cam_cells=cam_cells) for image in images]
         results: list[Prediction | Exception] = []
         for future in futures:
@@ -174,6 +166,14 @@ class InferenceEngine:
 
     def __exit__(self, *exc):
         self.close()
+
+    def _check_maps(self, *, cam: bool, cam_cells: int) -> None:
+        if cam and not self.offers_maps:
+            raise MissingCapability(f"model {self.model.name} (kind {self.model.kind}) gives no activation or "
+                                    "attention maps")
+        if cam_cells and not self.offers(ActivationMaps):
+            raise MissingCapability(f"model {self.model.name} (kind {self.model.kind}) gives no per-cell "
+                                    "activation maps")
 
     # --- the serving thread -----------------------------------------------------------------------------------
 
@@ -233,6 +233,8 @@ class InferenceEngine:
                       cam_cells: int | list[int] = 0,
                       submitted: list[float] | None = None) -> list[Prediction | Exception]:
         """Run a list of photos as one batch on the calling thread (the engine thread uses this too)."""
+        self._check_maps(cam=any(cam) if isinstance(cam, list) else cam,
+                         cam_cells=max(cam_cells, default=0) if isinstance(cam_cells, list) else cam_cells)
         with torch.inference_mode():
             return self._predict_batch(sources, cam=cam, cam_cells=cam_cells, submitted=submitted)
 

@@ -530,9 +530,8 @@ def _summary(config: dict) -> str:
     return f"GeoCLIP, gallery of {arch.get('gallery_size', '?'):,} points, cells {cells}"
 
 
-GEOCLIP_KIND = ModelKind(
-    name=KIND, description="GeoCLIP: CLIP image tower against a GPS gallery; estimate = best gallery point",
-    validate=_validate, check_weights=_check_weights, load=load_geoclip_bundle, summary=_summary)
+GEOCLIP_KIND = ModelKind(name=KIND, validate=_validate, check_weights=_check_weights, load=load_geoclip_bundle,
+                         summary=_summary)
 
 
 # --- a tiny bundle for tests ------------------------------------------------------------------------------------------

@@ -311,9 +311,8 @@ def _summary(config: dict) -> str:
     return f"{arch.get('backbone', '?')} {routing}, cells {cells}"
 
 
-ISN_KIND = ModelKind(
-    name=KIND, description="ISN(M, f*, S3) scene-routed networks or one base(M) network; class activation maps",
-    validate=_validate, check_weights=_check_weights, load=load_isn_bundle, summary=_summary)
+ISN_KIND = ModelKind(name=KIND, validate=_validate, check_weights=_check_weights, load=load_isn_bundle,
+                     summary=_summary)
 
 
 # --- models built in memory -----------------------------------------------------------------------------------------

@@ -147,7 +147,6 @@ class ModelKind:
     config.json's "kind" to it. Every function raises `predictor.ml.bundle.BundleError` with a clear message."""
 
     name: str
-    description: str  # one line for listings ("ISN(M, f*, S3) or one base(M) network: ...")
     # (bundle directory, config) -> the files its config names, each of which must be checksummed; checks the
     # kind's own keys and that they agree (e.g. head sizes with the partitionings).
     validate: Callable[[Path, dict], list[str]]
@@ -167,11 +166,6 @@ def offers(model: object, capability: type) -> bool:
 def offers_maps(model: object) -> bool:
     """Whether the model gives a "where it looked" map per photo: activation maps or attention maps."""
     return offers(model, ActivationMaps) or offers(model, AttentionMaps)
-
-
-def capability_names(model: object) -> list[str]:
-    """The optional capabilities `model` offers, by protocol name (for listings and messages)."""
-    return [c.__name__ for c in CAPABILITIES if offers(model, c)]
 
 
 CAPABILITIES = (SceneCategories, ActivationMaps, AttentionMaps, RetrievalRefinement, PlacesSceneClassifier)
