@@ -1,4 +1,5 @@
-"""The GeoCLIP model kind: the geoclip wheel's real location encoder, image MLP and gallery with a tiny random CLIP tower.
+"""The GeoCLIP model kind: the geoclip wheel's real location encoder, image MLP and gallery with a tiny random CLIP
+tower.
 
 The wheel is read, never installed (fixtures `geoclip_wheel` and `tiny_geoclip` in conftest).
 """

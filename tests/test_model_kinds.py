@@ -211,3 +211,41 @@ def test_an_upload_is_analysed_by_the_test_kind(active_colour_model, user, setti
     assert response.status_code == 200 and response["Content-Type"] == "image/png"
     overlay = Image.open(io.BytesIO(b"".join(response.streaming_content)))
     assert overlay.size == (320, 240) and np.asarray(overlay).std() > 0
+
+
+@pytest.mark.parametrize("damage", [
+    lambda c: c.update(kind=["isn"]),
+    lambda c: c.update(kind="../../etc"),
+    lambda c: c["partitionings"][0].pop("file"),
+    lambda c: c["partitionings"].__setitem__(0, "coarse.csv"),
+    lambda c: c.update(partitionings={}),
+    lambda c: c.update(files=[]),
+    lambda c: c.pop("architecture"),
+    lambda c: c["networks"].pop("urban"),
+    lambda c: c["architecture"].update(num_classes="35"),
+    lambda c: c["scene"].pop("weights"),
+    lambda c: c.update(input="five"),
+], ids=["kind-list", "kind-path", "no-file", "entry-string", "partitionings-dict", "files-list", "no-architecture",
+        "no-network", "num-classes-string", "no-scene-weights", "input-string"])
+def test_a_hostile_config_is_refused_with_a_bundle_error(tiny_bundle, tmp_path, damage):
+    copy = shutil.copytree(tiny_bundle, tmp_path / "hostile")
+    config = json.loads((copy / "config.json").read_text())
+    damage(config)
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BundleError):
+        kinds.load_bundle(copy)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda c: c["architecture"].update(num_classes=["x"]),
+    lambda c: c["architecture"].update(files="weights"),
+    lambda c: c["architecture"]["files"].pop("gallery"),
+    lambda c: c.update(scene=None),
+], ids=["num-classes", "files-string", "no-gallery", "scene-none"])
+def test_a_hostile_geoclip_config_is_refused_with_a_bundle_error(tiny_geoclip, tmp_path, damage):
+    copy = shutil.copytree(tiny_geoclip, tmp_path / "hostile")
+    config = json.loads((copy / "config.json").read_text())
+    damage(config)
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BundleError):
+        kinds.verify_bundle(copy)

@@ -264,6 +264,13 @@ def read_config(path: Path) -> dict:
     require_keys(config_path, config, CONTAINER_KEYS)
     if not isinstance(config["files"], dict) or not isinstance(config["partitionings"], list):
         raise BundleError(f"{config_path}: 'files' must map paths to checksums and 'partitionings' be a list")
+    for entry in config["partitionings"]:
+        if not (isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("file"), str)
+                and isinstance(entry.get("cells"), int)):
+            raise BundleError(f"{config_path}: every 'partitionings' entry needs a name, a file and a cell count, "
+                              f"not {entry!r}")
+    if not isinstance(config["input"], dict):
+        raise BundleError(f"{config_path}: 'input' must describe the test-time crops")
     return config
 
 

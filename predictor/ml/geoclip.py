@@ -461,7 +461,10 @@ def _validate(path: Path, config: dict) -> list[str]:
     for key in FILES:
         if key not in files:
             raise BundleError(f"{path}: GeoCLIP file {key!r} is missing from config.json's architecture")
-    num_classes = [int(n) for n in config["architecture"].get("num_classes", [])]
+    try:
+        num_classes = [int(n) for n in config["architecture"]["num_classes"]]
+    except (KeyError, TypeError, ValueError):
+        raise BundleError(f"{path}: config.json's architecture has no list of cell counts") from None
     if [int(p["cells"]) for p in config["partitionings"]] != num_classes:
         raise BundleError(f"{path}: partitioning sizes {[p['cells'] for p in config['partitionings']]} do not "
                           f"match the architecture's {num_classes}")
