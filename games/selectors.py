@@ -13,15 +13,36 @@ from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
-from games.models import Game, GameImage, ImageReport, ModelGuess, Round
+from games.licences import playable_kinds
+from games.models import STARTER_PACK, Game, GameImage, ImageReport, ModelGuess, Round
+
+
+def starter_pack_enabled() -> bool:
+    """GEOWEB_GAME_STARTER_PACK: "auto" (the default) is on unless GEOWEB_GAME_IMAGES names the operator's own
+    images, so that the two are never mixed silently; "1" or "0" decide."""
+    value = str(settings.GAME_STARTER_PACK).strip().lower()
+    if value in ("", "auto"):
+        return not settings.GAME_IMAGES_DIR
+    return value in ("1", "true", "yes", "on")
 
 
 class GameNotFound(Exception):
     """No such game, or it belongs to someone else (the two are not told apart)."""
 
 
+def untrained_models() -> set[str]:
+    """Names of the installed bundles marked untrained (random weights): never a game opponent."""
+    from predictor import registry
+
+    return {bundle.name for bundle in registry.installed_bundles() if bundle.untrained}
+
+
 def _guess_counts() -> dict[str, int]:
-    return dict(ModelGuess.objects.values_list("model_name").annotate(n=Count("id")).values_list("model_name", "n"))
+    counts = dict(ModelGuess.objects.values_list("model_name").annotate(n=Count("id"))
+                  .values_list("model_name", "n"))
+    for name in untrained_models():
+        counts.pop(name, None)
+    return counts
 
 
 def opponent_models() -> list[str]:
@@ -53,14 +74,18 @@ def default_opponents() -> list[str]:
 
 
 def playable_images(*, model_name: str | list[str], difficulty: str = "mixed") -> QuerySet[GameImage]:
-    """Active images with a stored file and a guess by `model_name` (by each of them, for a list), openly licensed
-    or published with a reason.
+    """Active images with a stored file and a guess by `model_name` (by each of them, for a list), whose licence is
+    playable under the policy (games.licences) or that staff published with a reason; the starter pack's photos only
+    while GEOWEB_GAME_STARTER_PACK is on.
 
     `difficulty` "easy", "medium" or "hard" keeps the images of that difficulty; "mixed" keeps them all.
     """
     names = [model_name] if isinstance(model_name, str) else list(model_name)
     images = (GameImage.objects.filter(active=True)
-              .filter(Q(is_open_licence=True) | ~Q(activation_reason="")).exclude(image=""))
+              .filter(Q(licence_kind__in=playable_kinds(commercial=settings.GAME_COMMERCIAL))
+                      | ~Q(activation_reason="")).exclude(image=""))
+    if not starter_pack_enabled():
+        images = images.exclude(pack=STARTER_PACK)
     for name in names:
         images = images.filter(Exists(ModelGuess.objects.filter(image=OuterRef("pk"), model_name=name)))
     if difficulty != "mixed":
@@ -71,6 +96,58 @@ def playable_images(*, model_name: str | list[str], difficulty: str = "mixed") -
 def playable_count() -> int:
     names = default_opponents()
     return playable_images(model_name=names).count() if names else 0
+
+
+def playability() -> dict:
+    """How many images a default game can draw from, and why the others cannot be played: for the import's
+    report and the home page. `reasons` is a list of (count, why) for the images that are not playable."""
+    opponents = default_opponents()
+    images = GameImage.objects.all()
+    total = images.count()
+    playable = playable_images(model_name=opponents).count() if opponents else 0
+    open_kinds = playable_kinds(commercial=settings.GAME_COMMERCIAL)
+    licensed = Q(licence_kind__in=open_kinds) | ~Q(activation_reason="")
+    reasons = []
+
+    def add(count: int, why: str) -> None:
+        if count:
+            reasons.append((count, why))
+
+    pool = images
+    if not starter_pack_enabled():
+        add(pool.filter(pack=STARTER_PACK).count(), "are in the starter pack, which is switched off "
+                                                    "(GEOWEB_GAME_STARTER_PACK, or GEOWEB_GAME_IMAGES is set)")
+        pool = pool.exclude(pack=STARTER_PACK)
+    add(pool.filter(image="").count(), "have no stored photo")
+    pool = pool.exclude(image="")
+    add(pool.filter(active=False).count(), "are withdrawn from play (inactive)")
+    pool = pool.filter(active=True)
+    if settings.GAME_COMMERCIAL:
+        add(pool.filter(licence_kind="nc", activation_reason="").count(),
+            "have a non-commercial licence and this site is commercial (GEOWEB_GAME_COMMERCIAL=1): a staff reason "
+            "is needed")
+    add(pool.exclude(licensed).exclude(licence_kind="nc").count(),
+        "have a licence that needs a staff reason (no derivatives, all rights reserved or unknown)")
+    pool = pool.filter(licensed)
+    if opponents:
+        for name in opponents:
+            add(pool.exclude(Exists(ModelGuess.objects.filter(image=OuterRef("pk"), model_name=name))).count(),
+                f"have no answer of {name}")
+    else:
+        add(pool.count(), "have no answer of any trained model")
+    return {"total": total, "playable": playable, "opponents": opponents, "reasons": reasons,
+            "untrained": sorted(untrained_models())}
+
+
+def playability_lines() -> list[str]:
+    state = playability()
+    against = " and ".join(state["opponents"]) or "no opponent"
+    lines = [f"playable: {state['playable']} of {state['total']} game images (against {against})"]
+    lines += [f"  not playable: {count} {why}" for count, why in state["reasons"]]
+    if state["untrained"] and not state["opponents"]:
+        lines.append(f"  {', '.join(state['untrained'])} is untrained (random weights), so it is never a game "
+                     "opponent: import published results (--predictions) or install a trained model and recompute")
+    return lines
 
 
 def game_for_player(*, key, user, session_key: str | None) -> Game:
