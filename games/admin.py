@@ -385,6 +385,7 @@ class GameImageAdmin(admin.ModelAdmin):
                 return TemplateResponse(request, "admin/games/gameimage/activate_reason.html", {
                     **self.admin_site.each_context(request), "title": "Activate images whose licence is not open",
                     "opts": self.model._meta, "form": form, "images": images, "needs_reason": needs_reason,
+                    "select_across": request.POST.get("select_across") == "1",
                     "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME})
             reason = form.cleaned_data["reason"]
         result = curation.activate(images=images, reason=reason)

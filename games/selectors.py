@@ -150,6 +150,16 @@ def playability_lines() -> list[str]:
     return lines
 
 
+def credits() -> list[dict]:
+    """The attribution of every photo a game may show (the playable images), sorted by author and title."""
+    images = GameImage.objects.filter(active=True).exclude(image="")
+    if not starter_pack_enabled():
+        images = images.exclude(pack=STARTER_PACK)
+    rows = [attribution(image) for image in images.only("author", "title", "source_url", "licence_name",
+                                                           "licence_url")]
+    return sorted(rows, key=lambda row: (row["author"].lower(), row["title"].lower(), row["source_url"]))
+
+
 def game_for_player(*, key, user, session_key: str | None) -> Game:
     """The game with this key if it belongs to this user (or, for anonymous players, this session)."""
     try:
@@ -187,16 +197,19 @@ def photo_round(*, token: str, user, session_key: str | None) -> Round:
 
 
 def round_public(round_: Round) -> dict:
-    """What the player sees before guessing: the photo URL, attribution and licence; never the position."""
-    image = round_.image
+    """What the player sees before guessing: the photo's opaque URL and nothing else about it. The attribution
+    (owner, title, photo page) would identify the source, so it waits for the reveal."""
     return {
         "index": round_.index,
         "photo_url": reverse("game-photo", args=[round_.photo_token]),
-        "author": image.author,
-        "licence_name": image.licence_name or "unknown licence",
-        "licence_url": image.licence_url,
         "guessed": round_.is_guessed,
     }
+
+
+def attribution(image: GameImage) -> dict:
+    """Author, title, photo page and licence of a game image: shown at the reveal, in the summary, on /credits/."""
+    return {"author": image.author, "title": image.title, "source_url": image.source_url,
+            "licence_name": image.licence_name or "unknown licence", "licence_url": image.licence_url}
 
 
 def _ais(round_: Round, names: list[str]) -> list[dict]:
@@ -209,16 +222,36 @@ def _ais(round_: Round, names: list[str]) -> list[dict]:
 
 
 def round_reveal(round_: Round, game: Game | None = None) -> dict:
-    """A guessed round in full: truth, the player's and the AIs' guesses, distances and scores.
+    """A guessed round in full: truth, the player's and the AIs' guesses with the places they name, distances,
+    scores and the photo's attribution.
 
     `model*` keys are the first opponent's; `ais` lists every opponent (one or two) with its name.
     """
+    return _with_places([_reveal(round_, game)])[0]
+
+
+def _with_places(reveals: list[dict]) -> list[dict]:
+    """Name the place of the truth and of every guess (country from the shipped Natural Earth data, offline; see
+    predictor.places), in one lookup for all the rounds."""
+    from predictor.places import reverse_geocode
+
+    spots = []
+    for data in reveals:
+        spots += [data["truth"], data["guess"], *data["ais"]]
+    places = reverse_geocode([(spot["lat"], spot["lon"]) for spot in spots])
+    for spot, place in zip(spots, places):
+        spot["place"] = ("off " if place["offshore"] else "") + place["country"]
+        spot["region"] = place["region"]
+    return reveals
+
+
+def _reveal(round_: Round, game: Game | None = None) -> dict:
     game = game or round_.game
     data = round_public(round_)
     ais = _ais(round_, game.opponents)
+    data.update(attribution(round_.image))
     data.update({
         "truth": {"lat": round_.image.lat, "lon": round_.image.lon},
-        "source_url": round_.image.source_url,
         "guess": {"lat": round_.guess_lat, "lon": round_.guess_lon},
         "distance_km": round_.distance_km,
         "score": round_.score,
@@ -239,6 +272,7 @@ def game_state(game: Game, rounds: list[Round] | None = None) -> dict:
         rounds = list(game.rounds.select_related("image").order_by("index"))
     shown = [r for r in rounds if r.started_at is not None]
     guessed = [r for r in rounds if r.is_guessed]
+    revealed = _with_places([_reveal(r, game) for r in shown if r.is_guessed])
     current = next((r for r in rounds if not r.is_guessed), None)
     return {
         "key": str(game.key),
@@ -248,7 +282,7 @@ def game_state(game: Game, rounds: list[Round] | None = None) -> dict:
         "finished": game.finished_at is not None,
         "current_index": current.index if current is not None else None,
         "current_started": bool(current is not None and current.started_at is not None),
-        "rounds": [round_reveal(r, game) if r.is_guessed else round_public(r) for r in shown],
+        "rounds": [revealed.pop(0) if r.is_guessed else round_public(r) for r in shown],
         "score": sum(r.score for r in guessed),
         "model_score": sum(r.model_score for r in guessed),
         "opponents": game.opponents,
@@ -310,6 +344,7 @@ def leaderboard(*, period: str = "all", limit: int = 20, now: dt.datetime | None
             .order_by("-total", "finished_at")[:limit])
     return [{"rank": i + 1, "name": g.player_name, "score": g.total or 0, "model_score": g.model_total or 0,
              "better_than_model": g.better, "finished_at": g.finished_at, "opponent": g.opponent_model,
+             "difficulty": g.difficulty, "opponents": g.opponents,
              "ais": [{"name": name, "score": total or 0}
                      for name, total in zip(g.opponents, (g.model_total, g.model2_total))],
              "challenge_url": reverse("game-challenge", args=[g.challenge_token])}

@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.humanize",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
@@ -68,6 +69,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Outside everything that may answer an /api/ request with an error page (CSRF, 404, 405, 413, 429).
+    "games.api_errors.JsonApiErrorsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -227,6 +230,8 @@ RATE_LIMITS = {
     "signup": (env_int("GEOWEB_RATE_SIGNUP", 10), 3600),
     "upload": (env_int("GEOWEB_RATE_UPLOAD_IP", 30), 3600),
     "websocket": (env_int("GEOWEB_RATE_WEBSOCKET", 120), 60),
+    # New games per client IP and, separately, per session (home form and POST /api/games/).
+    "game_start": (env_int("GEOWEB_RATE_GAME_START", 20), 60),
 }
 RATE_LIMIT_TRUST_FORWARDED = env_bool("GEOWEB_TRUST_X_FORWARDED_FOR", False)
 
