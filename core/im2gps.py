@@ -198,7 +198,7 @@ def read_meta(path: str | Path) -> MetaFile:
             problem("missing or invalid IMG_ID")
             continue
         if len(lines_of[img_id]) > 1:
-            problem(f"IMG_ID {img_id!r} appears on lines {', '.join(map(str, lines_of[img_id]))}")
+            problem(f"duplicated IMG_ID (it appears on lines {', '.join(map(str, lines_of[img_id]))})")
             continue
         try:
             lat, lon = _finite(row["LAT"]), _finite(row["LON"])

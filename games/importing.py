@@ -387,7 +387,7 @@ def _import_one(img_id: str, row: im2gps.MetaRow | None, attribution: Attributio
         try:
             clean = images.clean_game_photo(data)
         except images.RejectedImage as error:
-            report.skip(img_id, f"corrupt or refused image: {error.message}")
+            report.skip(img_id, f"corrupt image or not a photo: {error.message}")
             return
     values = {"lat": photo.lat, "lon": photo.lon, "p_indoor": photo.scene[0], "p_natural": photo.scene[1],
               "p_urban": photo.scene[2]}

@@ -150,10 +150,12 @@ def _choose_images(*, model_names: list[str], seed: int, count: int, difficulty:
             f"A {difficulty} game needs {count} playable images rated {difficulty} against {model_name}, and only "
             f"{len(chosen)} are available. Choose a mixed game, or rate more images (`manage.py "
             "recompute_difficulty`).")
+    state = selectors.playability()
+    why = "; ".join(f"{n} {reason}" for n, reason in state["reasons"])
     raise NoPlayableImages(
-        f"A game needs {count} playable images against {model_name}, and only {len(chosen)} are available "
-        "(active, openly licensed or published with a reason, with the photo on disk and each opponent's guess). "
-        "Import more with `manage.py import_im2gps`.")
+        f"A game needs {count} playable images against {model_name}, and only {len(chosen)} are available"
+        + (f" ({state['total']} installed: {why})." if state["total"] else
+           ": none are installed. Import them with `manage.py import_game_images` or `manage.py import_im2gps`."))
 
 
 def submit_guess(*, game: Game, round_index: int, lat: float, lon: float,
