@@ -232,3 +232,13 @@ def tiny_bundle(tmp_path_factory) -> Path:
     from predictor.ml.bundle import make_tiny_bundle
 
     return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny-untrained")
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_bundle(tmp_path_factory) -> Path:
+    """The tiny bundle labelled trained: for flows where the model must be a game opponent (an untrained bundle
+    never is). Its answers are as random as the untrained one's."""
+    from predictor.ml.bundle import make_tiny_bundle
+
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny-trained", name="tiny-trained",
+                            untrained=False)
