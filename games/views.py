@@ -64,8 +64,8 @@ def _start_allowed(request) -> ratelimit.Verdict:
     """Game starts count per client IP and per session (settings.RATE_LIMITS["game_start"])."""
     rule = ratelimit.rule_for("game_start")
     verdict = ratelimit.hit(f"game_start:ip:{ratelimit.client_ip(request)}", rule)
-    session_key = request.session.session_key
-    if verdict.allowed and session_key:
+    session_key = _session_key(request, create=True)  # the first start of a session counts too
+    if verdict.allowed:
         verdict = ratelimit.hit(f"game_start:session:{session_key}", rule)
     return verdict
 

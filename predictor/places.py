@@ -57,7 +57,7 @@ def basemap_geojson(tolerance_deg: float = 0.1) -> bytes:
 # so a cold server answers at once. BASEMAP_SCHEMA changes whenever the way they are built does.
 BASEMAP_LEVELS = {"world": {"tolerance": 0.2, "grid": 0.05, "digits": 2, "min_area": 0.05},
                   "fine": {"tolerance": 0.03, "grid": 0.005, "digits": 3, "min_area": 0.0}}
-BASEMAP_SCHEMA = 2
+BASEMAP_SCHEMA = 4
 FINE_FROM_ZOOM = 4
 
 
@@ -101,15 +101,19 @@ def _build_basemap(*, tolerance: float, grid: float, digits: int, min_area: floa
     geometries = shapely.set_precision(shapely.simplify(frame.geometry.values, tolerance, preserve_topology=True),
                                        grid)
     features = []
-    for (name, iso2), geometry in zip(frame[["name", "iso2"]].itertuples(index=False), geometries):
+    for (name, iso2), geometry, original in zip(frame[["name", "iso2"]].itertuples(index=False), geometries,
+                                                frame.geometry.values):
+        places = digits
         if geometry is None or geometry.is_empty:
-            continue
+            # A small country (the Vatican, an island) vanishes at this tolerance: keep it nearly as it is, so the
+            # map and the country box still have it.
+            geometry, places = shapely.simplify(original, 0.001), 4
         parts = [part for part in getattr(geometry, "geoms", [geometry]) if part.area >= min_area]
         if not parts:  # keep a small country's largest part, whatever its size
             parts = [max(getattr(geometry, "geoms", [geometry]), key=lambda part: part.area)]
         shape = parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts)
         features.append({"type": "Feature", "properties": {"name": name, "iso2": iso2},
-                         "geometry": _rounded(shapely.geometry.mapping(shape), digits)})
+                         "geometry": _rounded(shapely.geometry.mapping(shape), places)})
     return json.dumps({"type": "FeatureCollection", "features": features}, separators=(",", ":")).encode()
 
 
