@@ -13,7 +13,9 @@
   var state = null, current = null, revealed = null, pin = null, overlays = [], countries = [];
   var $ = function (id) { return document.getElementById(id); };
 
-  var map = GeoWeb.createMap($("map"), { center: [20, 0], zoom: 1.5, leaflet: { keyboard: false } });
+  /* minZoom 0 and quarter steps: on a phone the reveal must fit the truth and every guess, even far apart. */
+  var map = GeoWeb.createMap($("map"), { center: [20, 0], zoom: 1.5,
+                                         leaflet: { keyboard: false, minZoom: 0, zoomSnap: 0.25 } });
 
   function api(url, body) {
     var options = { headers: { "Accept": "application/json" }, credentials: "same-origin" };
@@ -120,7 +122,9 @@
     $("photo-error").hidden = true;
     $("photo").src = round.photo_url;
     $("attribution").innerHTML = pendingCaption();
-    map.setView([20, 0], 1.5);
+    /* Not animated: Leaflet drops a fitBounds asked for while a zoom animation runs, and a quick guess would then
+       reveal the answer off the visible map. */
+    map.setView([20, 0], 1.5, { animate: false });
     updateBar();
     document.dispatchEvent(new CustomEvent("geoweb:round", { detail: round }));
   }
@@ -148,7 +152,8 @@
       bounds.push(at);
     });
     overlays.push(new L.Geodesic([pin.getLatLng(), truth], { color: COLOURS.you, weight: 3, dashArray: "6 6" }).addTo(map));
-    map.fitBounds(L.latLngBounds(bounds), { padding: [40, 40], maxZoom: 8 });
+    /* More room on the left, where the zoom buttons would cover a pin. */
+    map.fitBounds(L.latLngBounds(bounds), { paddingTopLeft: [64, 36], paddingBottomRight: [36, 36], maxZoom: 8 });
     renderResult();
     var last = round.index + 1 >= state.rounds_total;
     $("next").textContent = last ? "See the summary" : "Next photo";
