@@ -207,7 +207,9 @@ class GameImageAdmin(admin.ModelAdmin):
                    "difficulty"]
     search_fields = ["source_id", "author"]
     list_per_page = 50
-    readonly_fields = ["photo", "location", "licence", "source_link", "scene", "guesses", "player_stats",
+    # The photo file is read-only here: photos enter through the imports, which pass them through the image door.
+    readonly_fields = ["photo", "image", "pack", "location", "licence", "source_link", "scene", "guesses",
+                       "player_stats",
                        "is_open_licence", "licence_kind", "link_status", "link_checked_at", "link_check_detail", "difficulty",
                        "difficulty_km", "created_at", "updated_at"]
     fieldsets = [

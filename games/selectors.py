@@ -238,11 +238,20 @@ def _with_places(reveals: list[dict]) -> list[dict]:
     spots = []
     for data in reveals:
         spots += [data["truth"], data["guess"], *data["ais"]]
-    places = reverse_geocode([(spot["lat"], spot["lon"]) for spot in spots])
-    for spot, place in zip(spots, places):
-        spot["place"] = ("off " if place["offshore"] else "") + place["country"]
-        spot["region"] = place["region"]
+    # The truths and the AIs' answers repeat across players: remember them, and look up only the rest.
+    keys = [(round(spot["lat"], 5), round(spot["lon"], 5)) for spot in spots]
+    missing = sorted({key for key in keys if key not in _PLACES})
+    for key, place in zip(missing, reverse_geocode(missing)):
+        if len(_PLACES) >= _PLACES_MAX:
+            _PLACES.clear()
+        _PLACES[key] = (("off " if place["offshore"] else "") + place["country"], place["region"])
+    for spot, key in zip(spots, keys):
+        spot["place"], spot["region"] = _PLACES[key]
     return reveals
+
+
+_PLACES: dict[tuple[float, float], tuple[str, str]] = {}
+_PLACES_MAX = 100_000
 
 
 def _reveal(round_: Round, game: Game | None = None) -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 import shapely
 
 _lock = threading.Lock()
+_build_lock = threading.Lock()
 
 
 def _natural_earth_zip() -> str:
@@ -80,14 +81,17 @@ def basemap_level(level: str) -> bytes:
         return path.read_bytes()
     except OSError:
         pass
-    data = _build_basemap(**spec)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.part")
-        partial.write_bytes(data)
-        partial.replace(path)
-    except OSError:
-        pass  # a read-only data folder only costs the next process the build
+    with _build_lock:  # the warm-up thread and a first request must not both spend seconds building it
+        if path.is_file():
+            return path.read_bytes()
+        data = _build_basemap(**spec)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f"{path.name}.{os.getpid()}.part")
+            partial.write_bytes(data)
+            partial.replace(path)
+        except OSError:
+            pass  # a read-only data folder only costs the next process the build
     return data
 
 
