@@ -156,3 +156,32 @@ def test_one_reader_one_set_of_rules_for_evaluation_and_import(tmp_path):
     for read in (evaluation.read_results, importing.read_predictions):
         with pytest.raises((evaluation.ResultsFormatError, importing.ImportFailed), match="expected the header"):
             read(tmp_path / "header.csv")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_photos_no_results_file_covers_get_the_active_trained_models_guess(shared_data, tiny_bundle,
+                                                                           tiny_trained_bundle, tmp_path, capsys):
+    from predictor import inference, registry
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in sorted((shared_data / "im2gps3k-cc" / "photos").glob("*.jpg"))[:3]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    registry.install_bundle(tiny_bundle)  # the untrained demo bundle is active: it never answers for the game
+    inference.reset_engine()
+    call_command("import_im2gps", "--images", str(folder))
+    out = capsys.readouterr().out
+    assert "3 game image(s) have no published answer; the active model tiny-untrained is untrained" in out
+    assert not ModelGuess.objects.exists() and "not playable: 3 have no answer of any trained model" in out
+    assert "tiny-untrained is untrained (random weights), so it is never a game opponent" in out
+    registry.install_bundle(tiny_trained_bundle)  # a trained model becomes active
+    inference.reset_engine()
+    try:
+        call_command("import_im2gps", "--images", str(folder))
+        out = capsys.readouterr().out
+    finally:
+        inference.reset_engine()
+    assert "3 game image(s) have no published answer: recompute job" in out
+    assert "3 guess(es) stored for tiny-trained" in out and "playable: 3 of 3" in out
+    assert ModelGuess.objects.filter(model_name="tiny-trained").count() == 3
+    assert selectors.choosable_opponents() == ["tiny-trained"]
