@@ -25,6 +25,8 @@ setup: assets
 run: setup
 	$(BIN)/python manage.py ensure_demo_model
 	$(BIN)/python manage.py import_game_images
+	$(BIN)/python manage.py clean_game_photos
+	$(BIN)/python manage.py build_basemap
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/daphne -b $(HOST) -p $(PORT) geoweb.asgi:application
 

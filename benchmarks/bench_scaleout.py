@@ -292,7 +292,7 @@ def main() -> int:
             database_url=database_url, redis_url=redis_url, data_dir=data_dir, model_dir=model_dir,
             secret_key=secret_key, channel_prefix=f"bench{os.getpid()}", GEOWEB_DEVICE=args.device,
             GEOWEB_LOG_LEVEL="WARNING", GEOWEB_UPLOAD_DAILY_QUOTA="0", GEOWEB_RATE_UPLOAD_IP="1000000",
-            GEOWEB_RATE_WEBSOCKET="1000000", GEOWEB_RATE_LOGIN="1000000", GEOWEB_WORKER_POLL_S="0.5")
+            GEOWEB_RATE_WEBSOCKET="1000000", GEOWEB_RATE_LOGIN="1000000", GEOWEB_RATE_GAME_START="0", GEOWEB_WORKER_POLL_S="0.5")
         if args.device == "cuda":
             env.pop("OMP_NUM_THREADS", None)
         web = []

@@ -181,3 +181,90 @@ def activation_overlay_png(photo_size: tuple[int, int], cam) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgba).save(buffer, format="PNG", compress_level=6)
     return buffer.getvalue()
+
+
+# --- game photos ------------------------------------------------------------------------------------------------
+# Game photos pass the same door as uploads (decode, upright, sRGB, re-encode with no metadata at all), with their
+# own size and format. They are stored under the hash of the cleaned bytes, so a name says nothing of the source.
+
+GAME_PHOTO_MAX_SIDE = 1600
+GAME_PHOTO_FORMATS = {"JPEG": ".jpg", "WEBP": ".webp"}
+GAME_PHOTO_QUALITY = {"JPEG": 88, "WEBP": 75}
+GAME_PHOTO_MAX_BYTES = 25 * 1024 * 1024
+GAME_PHOTO_MAX_PIXELS = 60_000_000
+
+
+@dataclass(frozen=True)
+class CleanPhoto:
+    """A game photo as the app stores and serves it: JPEG or WebP bytes without any metadata block."""
+
+    data: bytes
+    format: str
+    width: int
+    height: int
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def name(self) -> str:
+        """The content-hash file name (no folder)."""
+        return f"{self.sha256[:32]}{GAME_PHOTO_FORMATS[self.format]}"
+
+    @property
+    def content_type(self) -> str:
+        return "image/webp" if self.format == "WEBP" else "image/jpeg"
+
+
+def clean_game_photo(data: bytes, *, max_side: int = GAME_PHOTO_MAX_SIDE, format: str = "JPEG",
+                     quality: int | None = None, max_bytes: int = GAME_PHOTO_MAX_BYTES,
+                     max_pixels: int = GAME_PHOTO_MAX_PIXELS) -> CleanPhoto:
+    """Decode a game photo completely, upright it, convert it to sRGB and re-encode it at most `max_side` pixels on
+    the long side as JPEG or WebP, writing no EXIF, XMP, IPTC, ICC, comment or thumbnail. The same input and
+    arguments always give the same bytes. Raises `RejectedImage` with the reason."""
+    if format not in GAME_PHOTO_FORMATS:
+        raise ValueError(f"game photos are stored as {' or '.join(GAME_PHOTO_FORMATS)}, not {format}")
+    if not data:
+        raise RejectedImage("the file is empty")
+    if len(data) > max_bytes:
+        raise RejectedImage(f"the file is {len(data) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.3g} MB",
+                            status=413)
+    image = _open(data)
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise RejectedImage("the image has no pixels")
+    if width * height > max_pixels:
+        raise RejectedImage(f"the image has {width * height / 1e6:.3g} MP; the limit is {max_pixels / 1e6:g} MP",
+                            status=413)
+    rgb = _decode(image)
+    if max(rgb.size) > max_side:
+        rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    quality = GAME_PHOTO_QUALITY[format] if quality is None else quality
+    if format == "WEBP":
+        rgb.save(buffer, format="WEBP", quality=quality, method=4)
+    else:
+        rgb.save(buffer, format="JPEG", quality=quality, optimize=True)
+    return CleanPhoto(data=buffer.getvalue(), format=format, width=rgb.width, height=rgb.height)
+
+
+def accept_clean_photo(data: bytes, *, max_side: int = GAME_PHOTO_MAX_SIDE) -> CleanPhoto:
+    """Take a photo this door wrote earlier (the committed starter pack) without encoding it again: it must be a
+    JPEG or WebP with no metadata block, at most `max_side` pixels, and decode completely."""
+    from core.photo_metadata import NotParseable, metadata_blocks
+
+    try:
+        image = Image.open(io.BytesIO(data), formats=tuple(GAME_PHOTO_FORMATS))
+        blocks = metadata_blocks(data)
+    except (UnidentifiedImageError, NotParseable, OSError, ValueError, SyntaxError):
+        raise RejectedImage("not a JPEG or WebP file written by the image door") from None
+    if blocks:
+        raise RejectedImage(f"the file carries metadata ({', '.join(blocks[:3])}): clean it first")
+    if max(image.size) > max_side:
+        raise RejectedImage(f"the image is {image.width}×{image.height}; at most {max_side} px on a side")
+    try:
+        image.load()
+    except (OSError, ValueError, SyntaxError, EOFError):
+        raise RejectedImage("the image is damaged or incomplete") from None
+    return CleanPhoto(data=data, format=image.format, width=image.width, height=image.height)

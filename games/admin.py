@@ -6,6 +6,7 @@ import functools
 import json
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db import models
 from django.http import FileResponse, Http404, HttpResponse
@@ -16,7 +17,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from games import admin_import, curation, recompute, selectors
-from games.licences import is_open_licence
+from games import licences
 from games.models import Game, GameImage, ImageReport, LinkStatus, ModelGuess, RecomputeJob, Round
 from predictor import registry
 
@@ -35,15 +36,11 @@ class LicenceClassFilter(admin.SimpleListFilter):
     parameter_name = "licence"
 
     def lookups(self, request, model_admin):
-        return [("open", "open (CC, public domain)"), ("arr", "all rights reserved"), ("unknown", "unknown")]
+        return list(licences.KIND_LABELS.items())
 
     def queryset(self, request, queryset):
-        if self.value() == "open":
-            return queryset.filter(is_open_licence=True)
-        if self.value() == "arr":
-            return queryset.filter(licence_name__icontains="all rights reserved")
-        if self.value() == "unknown":
-            return queryset.filter(is_open_licence=False).exclude(licence_name__icontains="all rights reserved")
+        if self.value() in licences.KINDS:
+            return queryset.filter(licence_kind=self.value())
         return queryset
 
 
@@ -182,10 +179,12 @@ class GameImageForm(forms.ModelForm):
         data = super().clean()
         # Switching an image on is what needs the reason; a licence edit on an active image makes it unplayable
         # (games.selectors.playable_images) until a reason is given.
-        if data.get("active") and "active" in self.changed_data and not is_open_licence(data.get("licence_name")) \
+        kind = licences.licence_kind(data.get("licence_name"))
+        if data.get("active") and "active" in self.changed_data \
+                and licences.needs_reason(kind, commercial=settings.GAME_COMMERCIAL) \
                 and not (data.get("activation_reason") or "").strip():
-            self.add_error("activation_reason", "This licence is not open: say why the image may be shown, or "
-                                                "leave it inactive.")
+            self.add_error("activation_reason", f"This licence ({licences.KIND_LABELS[kind]}) needs a reason: say "
+                                                "why the image may be shown, or leave it inactive.")
         return data
 
 
@@ -208,13 +207,16 @@ class GameImageAdmin(admin.ModelAdmin):
                    "difficulty"]
     search_fields = ["source_id", "author"]
     list_per_page = 50
-    readonly_fields = ["photo", "location", "licence", "source_link", "scene", "guesses", "player_stats",
-                       "is_open_licence", "link_status", "link_checked_at", "link_check_detail", "difficulty",
+    # The photo file is read-only here: photos enter through the imports, which pass them through the image door.
+    readonly_fields = ["photo", "image", "pack", "location", "licence", "source_link", "scene", "guesses",
+                       "player_stats",
+                       "is_open_licence", "licence_kind", "link_status", "link_checked_at", "link_check_detail", "difficulty",
                        "difficulty_km", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["photo", "source_id", "image", "active", "activation_reason"]}),
         ("Location", {"fields": ["location", "lat", "lon"]}),
-        ("Attribution", {"fields": ["author", "licence", "licence_name", "licence_url", "is_open_licence",
+        ("Attribution", {"fields": ["author", "title", "date_taken", "licence", "licence_name", "licence_url",
+                                    "is_open_licence", "licence_kind", "pack",
                                     "source_link", "source_url", "link_status", "link_checked_at",
                                     "link_check_detail"]}),
         ("Scene", {"fields": ["scene", "p_indoor", "p_natural", "p_urban"]}),
@@ -243,7 +245,8 @@ class GameImageAdmin(admin.ModelAdmin):
         return found, duplicates
 
     def save_model(self, request, obj, form, change):
-        obj.is_open_licence = is_open_licence(obj.licence_name)
+        for name, value in licences.licence_fields(obj.licence_name).items():
+            setattr(obj, name, value)
         super().save_model(request, obj, form, change)
 
     def delete_model(self, request, obj):
@@ -275,7 +278,7 @@ class GameImageAdmin(admin.ModelAdmin):
     @admin.display(description="licence", ordering="licence_name")
     def licence(self, obj):
         name = obj.licence_name or "unknown"
-        marker = "" if obj.is_open_licence else " ⚠"
+        marker = " ⚠" if licences.needs_reason(obj.licence_kind, commercial=settings.GAME_COMMERCIAL) else ""
         if obj.licence_url.startswith(("http://", "https://")):
             return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>{}', obj.licence_url, name, marker)
         return format_html("{}{}", name, marker)
@@ -284,7 +287,8 @@ class GameImageAdmin(admin.ModelAdmin):
     def publishable(self, obj):
         # Open licence, or published with a recorded reason: what games.selectors.playable_images asks besides
         # the active flag, the stored file and the opponent's guess.
-        return obj.is_open_licence or bool(obj.activation_reason)
+        return not licences.needs_reason(obj.licence_kind, commercial=settings.GAME_COMMERCIAL) \
+            or bool(obj.activation_reason)
 
     @admin.display(description="source")
     def source_link(self, obj):
@@ -372,7 +376,8 @@ class GameImageAdmin(admin.ModelAdmin):
     @admin.action(description="Make playable (active); a licence that is not open needs a reason")
     def activate(self, request, queryset):
         images = list(queryset)
-        needs_reason = [i for i in images if not i.is_open_licence and not i.activation_reason]
+        needs_reason = [i for i in images if licences.needs_reason(i.licence_kind, commercial=settings.GAME_COMMERCIAL)
+                        and not i.activation_reason]
         reason = ""
         if needs_reason:
             form = ActivationReasonForm(request.POST if "apply_reason" in request.POST else None)
@@ -382,13 +387,14 @@ class GameImageAdmin(admin.ModelAdmin):
                 return TemplateResponse(request, "admin/games/gameimage/activate_reason.html", {
                     **self.admin_site.each_context(request), "title": "Activate images whose licence is not open",
                     "opts": self.model._meta, "form": form, "images": images, "needs_reason": needs_reason,
+                    "select_across": request.POST.get("select_across") == "1",
                     "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME})
             reason = form.cleaned_data["reason"]
         result = curation.activate(images=images, reason=reason)
         for image in result.activated:
             message = "Activated"
-            if not image.is_open_licence:
-                message += f" although the licence is not open ({image.licence_name or 'unknown'}); reason: " \
+            if licences.needs_reason(image.licence_kind, commercial=settings.GAME_COMMERCIAL):
+                message += f" although the licence needs a reason ({image.licence_name or 'unknown'}); reason: " \
                            f"{image.activation_reason}"
             self.log_change(request, image, message)
         self.message_user(request, f"{len(result.activated)} image(s) activated.")

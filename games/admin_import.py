@@ -26,10 +26,17 @@ STAGING_MAX_AGE_S = 24 * 3600
 
 
 class ImportForm(forms.Form):
-    meta = forms.FileField(label="Metadata CSV (Im2GPS format: IMG_ID, AUTHOR, LAT, LON, ..., Prob_indoor, "
-                                 "Prob_natural, Prob_urban)")
+    meta = forms.FileField(required=False, label="Metadata CSV (Im2GPS format: IMG_ID, AUTHOR, LAT, LON, ..., "
+                                                 "Prob_indoor, Prob_natural, Prob_urban), optional: without it "
+                                                 "the photos' own JPEG comments give the truth")
     images = forms.FileField(required=False, label="Zip of the photos, named by IMG_ID (optional for rows that "
                                                    "already have a photo)")
+
+    def clean(self):
+        data = super().clean()
+        if not data.get("meta") and not data.get("images"):
+            raise forms.ValidationError("Give the zip of photos, the metadata CSV, or both.")
+        return data
     attribution = forms.FileField(required=False, label="Attribution CSV (scene_M_p_im2gps.csv: img_id, url, "
                                                         "author, license_name, license_url), optional")
     predictions = forms.FileField(required=False, label="Model guesses in the published results format (img_id, "
@@ -78,7 +85,7 @@ def _run(entry: dict, *, dry_run: bool) -> importing.ImportReport:
     folder = staging_root() / entry["token"]
     present = {field: folder / f"{field}.{'zip' if field == 'images' else 'csv'}" for field in entry["names"]}
     return importing.import_im2gps(
-        meta_path=present["meta"], images=present.get("images"), attribution_path=present.get("attribution"),
+        meta_path=present.get("meta"), images=present.get("images"), attribution_path=present.get("attribution"),
         predictions_path=present.get("predictions"), model_name=entry["model_name"], dry_run=dry_run, strict=True)
 
 

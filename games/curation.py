@@ -10,11 +10,14 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from core import images
+from games import licences
 from games.models import GameImage, ImageReport, LinkStatus, Round
 
 LINK_TIMEOUT_S = 5
@@ -33,24 +36,26 @@ class ActivationResult:
 
 
 def activate(*, images: QuerySet[GameImage] | list[GameImage], reason: str = "") -> ActivationResult:
-    """Publish images. One whose licence is not open is published only with a reason, which is stored on it."""
+    """Publish images. One whose licence needs a reason under the policy (games.licences: ND, All Rights Reserved,
+    unknown, and NC on a commercial site) is published only with one, which is stored on it."""
     reason = " ".join((reason or "").split())
     result = ActivationResult()
-    with transaction.atomic():
-        for image in images:
-            if not image.is_open_licence and not reason and not image.activation_reason:
-                result.refused.append(image)
-                continue
-            fields = []
-            if not image.active:
-                image.active = True
-                fields.append("active")
-            if not image.is_open_licence and reason:
+    changed = []
+    now = timezone.now()
+    for image in images:
+        needs = licences.needs_reason(image.licence_kind, commercial=settings.GAME_COMMERCIAL)
+        if needs and not reason and not image.activation_reason:
+            result.refused.append(image)
+            continue
+        if not image.active or (needs and reason and image.activation_reason != reason):
+            image.active = True
+            if needs and reason:
                 image.activation_reason = reason
-                fields.append("activation_reason")
-            if fields:
-                image.save(update_fields=fields + ["updated_at"])
-            result.activated.append(image)
+            image.updated_at = now
+            changed.append(image)
+        result.activated.append(image)
+    # One statement per batch, not one per image: the admin and `make_playable` select thousands at once.
+    GameImage.objects.bulk_update(changed, ["active", "activation_reason", "updated_at"], batch_size=500)
     return result
 
 
@@ -146,3 +151,54 @@ def resolve_reports(*, reports: list[ImageReport], user, resolution: str = "") -
         report.resolution = resolution or report.resolution
     ImageReport.objects.bulk_update(open_reports, ["resolved", "resolved_by", "resolved_at", "resolution"])
     return open_reports
+
+
+# --- cleaning photos stored by earlier versions ------------------------------------------------------------------
+
+@dataclass
+class CleanResult:
+    checked: int = 0
+    cleaned: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def is_clean_photo(name: str, data: bytes) -> bool:
+    """Whether a stored game photo is what the image door writes: JPEG or WebP without any metadata block, at most
+    GAME_PHOTO_MAX_SIDE pixels, under the content-hash name of its bytes."""
+    try:
+        clean = images.accept_clean_photo(data)
+    except images.RejectedImage:
+        return False
+    return name == f"game_images/{clean.name}"
+
+
+def clean_stored_photos(*, dry_run: bool = False) -> CleanResult:
+    """Pass every stored game photo that is not clean through the image door; the clean copy replaces it."""
+    from games.importing import store_photo
+
+    result = CleanResult()
+    names = sorted(set(GameImage.objects.exclude(image="").values_list("image", flat=True)))
+    for name in names:
+        result.checked += 1
+        try:
+            with default_storage.open(name, "rb") as handle:
+                data = handle.read()
+        except OSError as error:
+            result.failed.append((name, f"unreadable: {error}"))
+            continue
+        if is_clean_photo(name, data):
+            continue
+        try:
+            clean = images.clean_game_photo(data)
+        except images.RejectedImage as error:
+            result.failed.append((name, error.message))
+            continue
+        result.cleaned += 1
+        if dry_run:
+            continue
+        new_name = store_photo(clean)
+        with transaction.atomic():
+            GameImage.objects.filter(image=name).update(image=new_name, updated_at=timezone.now())
+        if new_name != name:
+            default_storage.delete(name)
+    return result

@@ -7,6 +7,9 @@ from django.conf import settings
 from django.db import models
 
 
+STARTER_PACK = "starter"
+
+
 class LinkStatus(models.TextChoices):
     UNCHECKED = "unchecked", "Unchecked"
     ALIVE = "alive", "Alive"
@@ -29,6 +32,8 @@ class GameImage(models.Model):
     source_id = models.CharField(max_length=255, unique=True,
                                  help_text="The Im2GPS IMG_ID (encodes the Flickr photo id; never shown to players).")
     author = models.CharField(max_length=255, blank=True)
+    title = models.CharField(max_length=255, blank=True, help_text="The photo's own title (shown after the guess).")
+    date_taken = models.CharField(max_length=32, blank=True)
     licence_name = models.CharField(max_length=100, blank=True)
     licence_url = models.URLField(blank=True)
     source_url = models.URLField(blank=True)
@@ -48,6 +53,11 @@ class GameImage(models.Model):
     # Stored rather than generated: PostgreSQL refuses text comparisons in generated columns (indeterminate
     # collation), and the database must be able to filter on it.
     is_open_licence = models.BooleanField(default=False, editable=False)
+    # The policy class of the licence (games.licences.licence_kind), derived from licence_name the same way; whether
+    # "nc" is playable depends on GEOWEB_GAME_COMMERCIAL, read when images are drawn.
+    licence_kind = models.CharField(max_length=8, default="unknown", editable=False, db_index=True)
+    # "starter" for the photos of the starter pack shipped with the app (games/starter_pack/), blank otherwise.
+    pack = models.CharField(max_length=20, blank=True, default="", db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

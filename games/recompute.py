@@ -156,3 +156,22 @@ def _finish(job: RecomputeJob, status: str, message: str) -> RecomputeJob:
     RecomputeJob.objects.filter(pk=job.pk).update(status=status, message=message, finished_at=timezone.now())
     job.refresh_from_db()
     return job
+
+
+def queue_missing_guesses(*, user=None) -> tuple[RecomputeJob | None, str]:
+    """Run the active model over the active game images that no model has answered (no results file covers
+    them), storing its guesses under its name. An untrained bundle is never used: its guesses would be random, and
+    it is never a game opponent. Returns the job (None when nothing is started) and a line saying what happened."""
+    uncovered = list(GameImage.objects.filter(active=True).exclude(image="").filter(model_guesses__isnull=True)
+                     .order_by("pk"))
+    if not uncovered:
+        return None, ""
+    active = next((bundle for bundle in registry.installed_bundles() if bundle.active), None)
+    count = f"{len(uncovered)} game image(s) have no published answer"
+    if active is None:
+        return None, f"{count}, and no model is installed to answer them (`manage.py install_model`)."
+    if active.untrained:
+        return None, (f"{count}; the active model {active.name} is untrained (random weights), so it never answers "
+                      "for the game: install a trained model, then use the admin's \"Recompute\" action.")
+    job = start_recompute(images=uncovered, user=user, model_name=active.name)
+    return job, f"{count}: recompute job #{job.pk} runs {active.name} on them."

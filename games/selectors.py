@@ -13,15 +13,36 @@ from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
-from games.models import Game, GameImage, ImageReport, ModelGuess, Round
+from games.licences import playable_kinds
+from games.models import STARTER_PACK, Game, GameImage, ImageReport, ModelGuess, Round
+
+
+def starter_pack_enabled() -> bool:
+    """GEOWEB_GAME_STARTER_PACK: "auto" (the default) is on unless GEOWEB_GAME_IMAGES names the operator's own
+    images, so that the two are never mixed silently; "1" or "0" decide."""
+    value = str(settings.GAME_STARTER_PACK).strip().lower()
+    if value in ("", "auto"):
+        return not settings.GAME_IMAGES_DIR
+    return value in ("1", "true", "yes", "on")
 
 
 class GameNotFound(Exception):
     """No such game, or it belongs to someone else (the two are not told apart)."""
 
 
+def untrained_models() -> set[str]:
+    """Names of the installed bundles marked untrained (random weights): never a game opponent."""
+    from predictor import registry
+
+    return {bundle.name for bundle in registry.installed_bundles() if bundle.untrained}
+
+
 def _guess_counts() -> dict[str, int]:
-    return dict(ModelGuess.objects.values_list("model_name").annotate(n=Count("id")).values_list("model_name", "n"))
+    counts = dict(ModelGuess.objects.values_list("model_name").annotate(n=Count("id"))
+                  .values_list("model_name", "n"))
+    for name in untrained_models():
+        counts.pop(name, None)
+    return counts
 
 
 def opponent_models() -> list[str]:
@@ -53,14 +74,18 @@ def default_opponents() -> list[str]:
 
 
 def playable_images(*, model_name: str | list[str], difficulty: str = "mixed") -> QuerySet[GameImage]:
-    """Active images with a stored file and a guess by `model_name` (by each of them, for a list), openly licensed
-    or published with a reason.
+    """Active images with a stored file and a guess by `model_name` (by each of them, for a list), whose licence is
+    playable under the policy (games.licences) or that staff published with a reason; the starter pack's photos only
+    while GEOWEB_GAME_STARTER_PACK is on.
 
     `difficulty` "easy", "medium" or "hard" keeps the images of that difficulty; "mixed" keeps them all.
     """
     names = [model_name] if isinstance(model_name, str) else list(model_name)
     images = (GameImage.objects.filter(active=True)
-              .filter(Q(is_open_licence=True) | ~Q(activation_reason="")).exclude(image=""))
+              .filter(Q(licence_kind__in=playable_kinds(commercial=settings.GAME_COMMERCIAL))
+                      | ~Q(activation_reason="")).exclude(image=""))
+    if not starter_pack_enabled():
+        images = images.exclude(pack=STARTER_PACK)
     for name in names:
         images = images.filter(Exists(ModelGuess.objects.filter(image=OuterRef("pk"), model_name=name)))
     if difficulty != "mixed":
@@ -71,6 +96,68 @@ def playable_images(*, model_name: str | list[str], difficulty: str = "mixed") -
 def playable_count() -> int:
     names = default_opponents()
     return playable_images(model_name=names).count() if names else 0
+
+
+def playability() -> dict:
+    """How many images a default game can draw from, and why the others cannot be played: for the import's
+    report and the home page. `reasons` is a list of (count, why) for the images that are not playable."""
+    opponents = default_opponents()
+    images = GameImage.objects.all()
+    total = images.count()
+    playable = playable_images(model_name=opponents).count() if opponents else 0
+    open_kinds = playable_kinds(commercial=settings.GAME_COMMERCIAL)
+    licensed = Q(licence_kind__in=open_kinds) | ~Q(activation_reason="")
+    reasons = []
+
+    def add(count: int, why: str) -> None:
+        if count:
+            reasons.append((count, why))
+
+    pool = images
+    if not starter_pack_enabled():
+        add(pool.filter(pack=STARTER_PACK).count(), "are in the starter pack, which is switched off "
+                                                    "(GEOWEB_GAME_STARTER_PACK, or GEOWEB_GAME_IMAGES is set)")
+        pool = pool.exclude(pack=STARTER_PACK)
+    add(pool.filter(image="").count(), "have no stored photo")
+    pool = pool.exclude(image="")
+    add(pool.filter(active=False).count(), "are withdrawn from play (inactive)")
+    pool = pool.filter(active=True)
+    if settings.GAME_COMMERCIAL:
+        add(pool.filter(licence_kind="nc", activation_reason="").count(),
+            "have a non-commercial licence and this site is commercial (GEOWEB_GAME_COMMERCIAL=1): a staff reason "
+            "is needed")
+    add(pool.exclude(licensed).exclude(licence_kind="nc").count(),
+        "have a licence that needs a staff reason (no derivatives, all rights reserved or unknown)")
+    pool = pool.filter(licensed)
+    if opponents:
+        for name in opponents:
+            add(pool.exclude(Exists(ModelGuess.objects.filter(image=OuterRef("pk"), model_name=name))).count(),
+                f"have no answer of {name}")
+    else:
+        add(pool.count(), "have no answer of any trained model")
+    return {"total": total, "playable": playable, "opponents": opponents, "reasons": reasons,
+            "untrained": sorted(untrained_models())}
+
+
+def playability_lines() -> list[str]:
+    state = playability()
+    against = " and ".join(state["opponents"]) or "no opponent"
+    lines = [f"playable: {state['playable']} of {state['total']} game images (against {against})"]
+    lines += [f"  not playable: {count} {why}" for count, why in state["reasons"]]
+    if state["untrained"] and not state["opponents"]:
+        lines.append(f"  {', '.join(state['untrained'])} is untrained (random weights), so it is never a game "
+                     "opponent: import published results (--predictions) or install a trained model and recompute")
+    return lines
+
+
+def credits() -> list[dict]:
+    """The attribution of every photo a game may show (the playable images), sorted by author and title."""
+    images = GameImage.objects.filter(active=True).exclude(image="")
+    if not starter_pack_enabled():
+        images = images.exclude(pack=STARTER_PACK)
+    rows = [attribution(image) for image in images.only("author", "title", "source_url", "licence_name",
+                                                           "licence_url")]
+    return sorted(rows, key=lambda row: (row["author"].lower(), row["title"].lower(), row["source_url"]))
 
 
 def game_for_player(*, key, user, session_key: str | None) -> Game:
@@ -110,16 +197,19 @@ def photo_round(*, token: str, user, session_key: str | None) -> Round:
 
 
 def round_public(round_: Round) -> dict:
-    """What the player sees before guessing: the photo URL, attribution and licence; never the position."""
-    image = round_.image
+    """What the player sees before guessing: the photo's opaque URL and nothing else about it. The attribution
+    (owner, title, photo page) would identify the source, so it waits for the reveal."""
     return {
         "index": round_.index,
         "photo_url": reverse("game-photo", args=[round_.photo_token]),
-        "author": image.author,
-        "licence_name": image.licence_name or "unknown licence",
-        "licence_url": image.licence_url,
         "guessed": round_.is_guessed,
     }
+
+
+def attribution(image: GameImage) -> dict:
+    """Author, title, photo page and licence of a game image: shown at the reveal, in the summary, on /credits/."""
+    return {"author": image.author, "title": image.title, "source_url": image.source_url,
+            "licence_name": image.licence_name or "unknown licence", "licence_url": image.licence_url}
 
 
 def _ais(round_: Round, names: list[str]) -> list[dict]:
@@ -132,16 +222,45 @@ def _ais(round_: Round, names: list[str]) -> list[dict]:
 
 
 def round_reveal(round_: Round, game: Game | None = None) -> dict:
-    """A guessed round in full: truth, the player's and the AIs' guesses, distances and scores.
+    """A guessed round in full: truth, the player's and the AIs' guesses with the places they name, distances,
+    scores and the photo's attribution.
 
     `model*` keys are the first opponent's; `ais` lists every opponent (one or two) with its name.
     """
+    return _with_places([_reveal(round_, game)])[0]
+
+
+def _with_places(reveals: list[dict]) -> list[dict]:
+    """Name the place of the truth and of every guess (country from the shipped Natural Earth data, offline; see
+    predictor.places), in one lookup for all the rounds."""
+    from predictor.places import reverse_geocode
+
+    spots = []
+    for data in reveals:
+        spots += [data["truth"], data["guess"], *data["ais"]]
+    # The truths and the AIs' answers repeat across players: remember them, and look up only the rest.
+    keys = [(round(spot["lat"], 5), round(spot["lon"], 5)) for spot in spots]
+    missing = sorted({key for key in keys if key not in _PLACES})
+    for key, place in zip(missing, reverse_geocode(missing)):
+        if len(_PLACES) >= _PLACES_MAX:
+            _PLACES.clear()
+        _PLACES[key] = (("off " if place["offshore"] else "") + place["country"], place["region"])
+    for spot, key in zip(spots, keys):
+        spot["place"], spot["region"] = _PLACES[key]
+    return reveals
+
+
+_PLACES: dict[tuple[float, float], tuple[str, str]] = {}
+_PLACES_MAX = 100_000
+
+
+def _reveal(round_: Round, game: Game | None = None) -> dict:
     game = game or round_.game
     data = round_public(round_)
     ais = _ais(round_, game.opponents)
+    data.update(attribution(round_.image))
     data.update({
         "truth": {"lat": round_.image.lat, "lon": round_.image.lon},
-        "source_url": round_.image.source_url,
         "guess": {"lat": round_.guess_lat, "lon": round_.guess_lon},
         "distance_km": round_.distance_km,
         "score": round_.score,
@@ -162,6 +281,7 @@ def game_state(game: Game, rounds: list[Round] | None = None) -> dict:
         rounds = list(game.rounds.select_related("image").order_by("index"))
     shown = [r for r in rounds if r.started_at is not None]
     guessed = [r for r in rounds if r.is_guessed]
+    revealed = _with_places([_reveal(r, game) for r in shown if r.is_guessed])
     current = next((r for r in rounds if not r.is_guessed), None)
     return {
         "key": str(game.key),
@@ -171,7 +291,7 @@ def game_state(game: Game, rounds: list[Round] | None = None) -> dict:
         "finished": game.finished_at is not None,
         "current_index": current.index if current is not None else None,
         "current_started": bool(current is not None and current.started_at is not None),
-        "rounds": [round_reveal(r, game) if r.is_guessed else round_public(r) for r in shown],
+        "rounds": [revealed.pop(0) if r.is_guessed else round_public(r) for r in shown],
         "score": sum(r.score for r in guessed),
         "model_score": sum(r.model_score for r in guessed),
         "opponents": game.opponents,
@@ -233,6 +353,7 @@ def leaderboard(*, period: str = "all", limit: int = 20, now: dt.datetime | None
             .order_by("-total", "finished_at")[:limit])
     return [{"rank": i + 1, "name": g.player_name, "score": g.total or 0, "model_score": g.model_total or 0,
              "better_than_model": g.better, "finished_at": g.finished_at, "opponent": g.opponent_model,
+             "difficulty": g.difficulty, "opponents": g.opponents,
              "ais": [{"name": name, "score": total or 0}
                      for name, total in zip(g.opponents, (g.model_total, g.model2_total))],
              "challenge_url": reverse("game-challenge", args=[g.challenge_token])}

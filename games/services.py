@@ -22,9 +22,11 @@ class GameError(Exception):
 
     status = 400
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, *, status: int | None = None):
         super().__init__(message)
         self.message = message
+        if status is not None:
+            self.status = status
 
 
 class NoPlayableImages(GameError):
@@ -64,15 +66,18 @@ def _requested_opponents(opponent_model, opponents) -> list[str]:
         opponents = [opponents]
     if opponents is not None and not isinstance(opponents, (list, tuple)):
         raise GameError("`opponents` must be a list of model names")
+    requested = ([opponent_model] if opponent_model else []) + list(opponents or [])
+    if len(requested) > MAX_OPPONENTS:
+        raise GameError(f"a game has at most {MAX_OPPONENTS} AI opponents, not {len(requested)}")
     names = []
-    for name in ([opponent_model] if opponent_model else []) + list(opponents or []):
+    for name in requested:
         if not isinstance(name, str):
             raise GameError("`opponents` must be a list of model names")
         name = name.strip()
-        if name and name not in names:
+        if name in names:
+            raise GameError(f"{name!r} is named twice: choose two different AI opponents, or one")
+        if name:
             names.append(name)
-    if len(names) > MAX_OPPONENTS:
-        raise GameError(f"a game has at most {MAX_OPPONENTS} AI opponents, not {len(names)}")
     return names
 
 
@@ -145,15 +150,19 @@ def _choose_images(*, model_names: list[str], seed: int, count: int, difficulty:
             f"A {difficulty} game needs {count} playable images rated {difficulty} against {model_name}, and only "
             f"{len(chosen)} are available. Choose a mixed game, or rate more images (`manage.py "
             "recompute_difficulty`).")
+    state = selectors.playability()
+    why = "; ".join(f"{n} {reason}" for n, reason in state["reasons"])
     raise NoPlayableImages(
-        f"A game needs {count} playable images against {model_name}, and only {len(chosen)} are available "
-        "(active, openly licensed or published with a reason, with the photo on disk and each opponent's guess). "
-        "Import more with `manage.py import_im2gps`.")
+        f"A game needs {count} playable images against {model_name}, and only {len(chosen)} are available"
+        + (f" ({state['total']} installed: {why})." if state["total"] else
+           ": none are installed. Import them with `manage.py import_game_images` or `manage.py import_im2gps`."))
 
 
 def submit_guess(*, game: Game, round_index: int, lat: float, lon: float,
                  now: dt.datetime | None = None) -> Round:
-    """Store the player's guess for the current round and score it against the truth and the model."""
+    """Store the player's guess for the current round and score it against the truth and the model.
+
+    Rounds are numbered from 0, as in the API, and so are they in every message."""
     if not scoring.valid_coordinate(lat, lon):
         raise InvalidGuess("a guess needs a latitude in [-90, 90] and a longitude in [-180, 180]")
     if game.finished_at is not None:
@@ -165,11 +174,13 @@ def submit_guess(*, game: Game, round_index: int, lat: float, lon: float,
     if round_ is None:
         raise GameFinished("every round of this game has been guessed")
     if round_index != round_.index:
-        if round_index < round_.index:
-            raise AlreadyGuessed(f"round {round_index + 1} has already been guessed")
-        raise RoundOutOfOrder(f"round {round_index + 1} is not the current round ({round_.index + 1})")
+        if 0 <= round_index < round_.index:
+            raise AlreadyGuessed(f"round {round_index} has already been guessed")
+        if not 0 <= round_index <= rounds[-1].index:
+            raise InvalidGuess(f"this game has rounds 0 to {rounds[-1].index}, not {round_index}")
+        raise RoundOutOfOrder(f"round {round_index} is not the current round ({round_.index})")
     if round_.started_at is None:
-        raise RoundOutOfOrder(f"round {round_index + 1} has not been shown yet")
+        raise RoundOutOfOrder(f"round {round_index} has not been shown yet")
     answers = {name: (lat, lon) for name, lat, lon in ModelGuess.objects.filter(
         image_id=round_.image_id, model_name__in=game.opponents).values_list("model_name", "lat", "lon")}
     for name in game.opponents:
@@ -199,7 +210,7 @@ def submit_guess(*, game: Game, round_index: int, lat: float, lon: float,
         stored = Round.objects.filter(pk=round_.pk, guessed_at__isnull=True).update(
             **{name: getattr(round_, name) for name in fields})
         if not stored:
-            raise AlreadyGuessed(f"round {round_index + 1} has already been guessed")
+            raise AlreadyGuessed(f"round {round_index} has already been guessed")
         if last:
             game.finished_at = now
             Game.objects.filter(pk=game.pk, finished_at__isnull=True).update(finished_at=now)

@@ -6,6 +6,7 @@ from games import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("leaderboard/", views.leaderboard, name="leaderboard"),
+    path("credits/", views.credits, name="credits"),
     path("play/start/", views.start, name="game-start"),
     path("play/<uuid:key>/", views.play, name="game-play"),
     path("play/challenge/<str:token>/", views.challenge, name="game-challenge"),

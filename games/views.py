@@ -4,12 +4,14 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from core import ratelimit
 from games import curation, selectors, services
 from games.models import ImageReport
 
@@ -30,6 +32,8 @@ def _player_game(request, key):
 def _json_body(request) -> dict:
     try:
         data = json.loads(request.body or b"{}")
+    except RequestDataTooBig:
+        raise services.GameError("the request body is too large", status=413) from None
     except (ValueError, UnicodeDecodeError):
         raise services.GameError("the request body must be JSON") from None
     if not isinstance(data, dict):
@@ -41,6 +45,31 @@ def _error(error: services.GameError) -> JsonResponse:
     return JsonResponse({"error": error.message}, status=error.status)
 
 
+def _json_int(data: dict, key: str) -> int:
+    """A JSON integer (not 1.9, "0" or true), as the API's `round` must be."""
+    value = data.get(key)
+    if type(value) is not int:  # bool is an int subclass, and is refused too
+        raise services.InvalidGuess(f"`{key}` must be a JSON integer (0 for the first photo), not {value!r}"[:200])
+    return value
+
+
+def _json_number(data: dict, key: str) -> float:
+    value = data.get(key)
+    if type(value) not in (int, float):
+        raise services.InvalidGuess(f"`{key}` must be a JSON number, not {value!r}"[:200])
+    return float(value)
+
+
+def _start_allowed(request) -> ratelimit.Verdict:
+    """Game starts count per client IP and per session (settings.RATE_LIMITS["game_start"])."""
+    rule = ratelimit.rule_for("game_start")
+    verdict = ratelimit.hit(f"game_start:ip:{ratelimit.client_ip(request)}", rule)
+    session_key = _session_key(request, create=True)  # the first start of a session counts too
+    if verdict.allowed:
+        verdict = ratelimit.hit(f"game_start:session:{session_key}", rule)
+    return verdict
+
+
 def _start(request, data: dict):
     return services.start_game(user=request.user, session_key=_session_key(request, create=True),
                                opponent_model=data.get("opponent") or None, opponents=data.get("opponents"),
@@ -50,31 +79,37 @@ def _start(request, data: dict):
 
 # --- pages ------------------------------------------------------------------------------------------------------
 
+def _home_context(**extra) -> dict:
+    playability = selectors.playability()
+    return {"opponents": selectors.choosable_opponents(), "defaults": selectors.default_opponents(),
+            "playable": playability["playable"], "playability": playability, "rounds": settings.GAME_ROUNDS,
+            "top": selectors.leaderboard(period="all", limit=5), **extra}
+
+
 @require_GET
 def home(request):
-    opponents = selectors.choosable_opponents()
-    return render(request, "games/home.html", {
-        "opponents": opponents,
-        "defaults": selectors.default_opponents(),
-        "playable": selectors.playable_count(),
-        "rounds": settings.GAME_ROUNDS,
-        "top": selectors.leaderboard(period="all", limit=5),
-    })
+    return render(request, "games/home.html", _home_context())
+
+
+@require_GET
+def credits(request):
+    """Who took the photos the game shows, under which licence, with a link to each photo's page. No photo and no
+    position is shown here, so the list cannot be used to look a round up."""
+    return render(request, "games/credits.html", {"credits": selectors.credits()})
 
 
 @require_POST
 def start(request):
     """The home page's form: start a game and open it (works without JavaScript up to the play page)."""
+    verdict = _start_allowed(request)
+    if not verdict.allowed:
+        return ratelimit.too_many_requests(request, verdict, "new games")
     try:
         game = _start(request, {"opponent": request.POST.get("opponent"), "challenge": request.POST.get("challenge"),
                                 "opponents": [request.POST.get("opponent2") or ""],
                                 "difficulty": request.POST.get("difficulty")})
     except services.GameError as error:
-        return render(request, "games/home.html", {
-            "error": error.message, "opponents": selectors.choosable_opponents(), "playable": selectors.playable_count(),
-            "defaults": selectors.default_opponents(),
-            "rounds": settings.GAME_ROUNDS, "top": selectors.leaderboard(period="all", limit=5)},
-            status=error.status)
+        return render(request, "games/home.html", _home_context(error=error.message), status=error.status)
     return redirect("game-play", key=game.key)
 
 
@@ -127,6 +162,9 @@ def _content_type(name: str) -> str:
 
 @require_POST
 def api_start(request):
+    verdict = _start_allowed(request)
+    if not verdict.allowed:
+        return ratelimit.too_many_requests(request, verdict, "new games")
     try:
         game = _start(request, _json_body(request))
     except services.GameError as error:
@@ -147,10 +185,7 @@ def api_guess(request, key):
     game = _player_game(request, key)
     try:
         data = _json_body(request)
-        try:
-            index, lat, lon = int(data["round"]), float(data["lat"]), float(data["lon"])
-        except (KeyError, TypeError, ValueError):
-            raise services.InvalidGuess("a guess needs numbers `round`, `lat` and `lon`") from None
+        index, lat, lon = _json_int(data, "round"), _json_number(data, "lat"), _json_number(data, "lon")
         round_ = services.submit_guess(game=game, round_index=index, lat=lat, lon=lon)
     except services.GameError as error:
         return _error(error)
@@ -192,13 +227,10 @@ def api_report(request, key):
     game = _player_game(request, key)
     try:
         data = _json_body(request)
-        try:
-            index = int(data["round"])
-        except (KeyError, TypeError, ValueError):
-            raise services.GameError("a report needs the number `round`") from None
+        index = _json_int(data, "round")
         round_ = game.rounds.filter(index=index).first()
         if round_ is None:
-            raise services.GameError(f"this game has no round {index + 1}")
+            raise services.GameError(f"this game has no round {index} (rounds are numbered from 0)")
         try:
             curation.report_image(round_=round_, reason=str(data.get("reason", "")),
                                   comment=str(data.get("comment", "")), user=request.user)

@@ -29,3 +29,10 @@ from predictor.worker import with_embedded_worker  # noqa: E402
 # With settings.EMBEDDED_WORKER (the default without Redis), the first request in each server process starts that
 # process's inference worker thread; the setting is read then, not at import.
 application = with_embedded_worker(application)
+
+import threading  # noqa: E402
+
+from predictor import places  # noqa: E402
+
+# The first map of a fresh process must not wait for the countries to load: do it now, beside the server.
+threading.Thread(target=places.warm_up, name="basemap-warm-up", daemon=True).start()

@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.humanize",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
@@ -68,6 +69,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Outside everything that may answer an /api/ request with an error page (CSRF, 404, 405, 413, 429).
+    "games.api_errors.JsonApiErrorsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -169,6 +172,11 @@ MAP_TILE_ATTRIBUTION = os.environ.get(
 GAME_ROUNDS = env_int("GEOWEB_GAME_ROUNDS", 5)
 GAME_IMAGES_DIR = os.environ.get("GEOWEB_GAME_IMAGES", "")
 IM2GPS_ZIP_URL = os.environ.get("GEOWEB_IM2GPS_ZIP_URL", "http://graphics.cs.cmu.edu/projects/im2gps/gps_query_imgs.zip")
+# A commercial site may not show non-commercial (CC …-NC) photos without a staff reason (games/licences.py).
+GAME_COMMERCIAL = env_bool("GEOWEB_GAME_COMMERCIAL", False)
+# The starter pack shipped in games/starter_pack/: imported by `import_game_images` and played while on. "auto" (the
+# default) is on unless GEOWEB_GAME_IMAGES names the operator's own images, so the two are never mixed silently.
+GAME_STARTER_PACK = os.environ.get("GEOWEB_GAME_STARTER_PACK", "auto").strip().lower() or "auto"
 GAME_OPPONENT_MODELS = env_list("GEOWEB_GAME_OPPONENTS", "")
 # At most two AIs per game; ";"-separated, because ISN model names such as "ISNs(M, f*, S3)" contain commas.
 GAME_DEFAULT_OPPONENTS = [name.strip() for name in os.environ.get("GEOWEB_GAME_DEFAULT_OPPONENTS", "").split(";")
@@ -222,6 +230,8 @@ RATE_LIMITS = {
     "signup": (env_int("GEOWEB_RATE_SIGNUP", 10), 3600),
     "upload": (env_int("GEOWEB_RATE_UPLOAD_IP", 30), 3600),
     "websocket": (env_int("GEOWEB_RATE_WEBSOCKET", 120), 60),
+    # New games per client IP and, separately, per session (home form and POST /api/games/).
+    "game_start": (env_int("GEOWEB_RATE_GAME_START", 20), 60),
 }
 RATE_LIMIT_TRUST_FORWARDED = env_bool("GEOWEB_TRUST_X_FORWARDED_FOR", False)
 

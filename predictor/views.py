@@ -8,7 +8,6 @@ from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.cache import cache_control
 from django.views.decorators.gzip import gzip_page
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -19,10 +18,22 @@ from predictor import explorer, places, policy, selectors, services
 
 @require_GET
 @gzip_page
-@cache_control(public=True, max_age=86400)
 def basemap(request):
-    """Country outlines for the offline basemap that sits under the tile layer."""
-    return HttpResponse(places.basemap_geojson(), content_type="application/geo+json")
+    """Country outlines for the offline basemap under the tile layer, at the detail `?detail=world|fine` asks for.
+
+    A URL that carries the current `?v=` may be kept by the browser for a year; the ETag answers revalidations."""
+    level = request.GET.get("detail", "world")
+    if level not in places.BASEMAP_LEVELS:
+        return JsonResponse({"error": f"detail must be one of {', '.join(places.BASEMAP_LEVELS)}"}, status=404)
+    etag = places.basemap_etag(level)
+    if etag in request.headers.get("If-None-Match", ""):
+        response = HttpResponse(status=304)
+    else:
+        response = HttpResponse(places.basemap_level(level), content_type="application/geo+json")
+    response["ETag"] = etag
+    versioned = request.GET.get("v") == places.basemap_version()
+    response["Cache-Control"] = "public, max-age=31536000, immutable" if versioned else "public, max-age=3600"
+    return response
 
 
 # --- upload ----------------------------------------------------------------------------------------------------

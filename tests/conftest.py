@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# ../shared beside the repository (CI's layout); GEOWEB_SHARED points elsewhere (a git worktree, say).
+SHARED = Path(os.environ.get("GEOWEB_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 CHROMIUM = os.environ.get("GEOWEB_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
@@ -254,3 +255,13 @@ def tiny_bundle(tmp_path_factory) -> Path:
     from predictor.ml.isn import make_tiny_bundle
 
     return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny-untrained")
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_bundle(tmp_path_factory) -> Path:
+    """The tiny bundle labelled trained: for flows where the model must be a game opponent (an untrained bundle
+    never is). Its answers are as random as the untrained one's."""
+    from predictor.ml.isn import make_tiny_bundle
+
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny-trained", name="tiny-trained",
+                            untrained=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
-from games.licences import is_open_licence
+from games.licences import licence_fields
 from games.models import GameImage, ModelGuess
 from predictor.ml.geodesy import great_circle_km
 from tests.conftest import make_jpeg
@@ -23,7 +23,7 @@ def make_image(*, index: int, lat: float, lon: float, model_lat: float | None = 
                                     ContentFile(make_jpeg(colour=(20 * index % 255, 90, 160))))
     image = GameImage.objects.create(
         image=name, lat=lat, lon=lon, source_id=f"{1000 + index}_abc{index}_1_{index}@N00.jpg",
-        author=f"author {index}", licence_name=licence, is_open_licence=is_open_licence(licence),
+        author=f"author {index}", licence_name=licence, **licence_fields(licence),
         licence_url="https://creativecommons.org/licenses/by/2.0/" if licence.startswith("CC") else "",
         source_url=f"https://example.org/photo/{index}")
     if model_lat is not None:

@@ -107,10 +107,10 @@ def test_duplicated_ids_and_bad_coordinates_are_reported_row_by_row_and_block_th
             f"{IDS[2]},cyd,-33.85,181.5,1,1,0.1,0.8,0.1", f"{IDS[0]},ann,48.86,2.30,1,1,0.1,0.2,0.7"]
     page = preview(admin_client, meta=meta_csv(rows), images=photos_zip())
     errors = error_rows(page)
-    assert (IDS[0], "duplicated IMG_ID at line 2 (it appears on lines 2, 5)") in errors
-    assert (IDS[0], "duplicated IMG_ID at line 5 (it appears on lines 2, 5)") in errors
-    assert (IDS[1], "coordinates out of range at line 3: 95.0, -74.04") in errors
-    assert (IDS[2], "coordinates out of range at line 4: -33.85, 181.5") in errors
+    assert (IDS[0], "bad row at line 2: duplicated IMG_ID (it appears on lines 2, 5)") in errors
+    assert (IDS[0], "bad row at line 5: duplicated IMG_ID (it appears on lines 2, 5)") in errors
+    assert (IDS[1], "bad row at line 3: coordinates out of range: 95.0, -74.04") in errors
+    assert (IDS[2], "bad row at line 4: coordinates out of range: -33.85, 181.5") in errors
     html = page.content.decode()
     assert "Nothing will be imported while any row is refused" in html and 'id="apply-import"' not in html
     assert not GameImage.objects.exists() and stored_photos() == []
@@ -121,7 +121,7 @@ def test_zip_with_path_traversal_and_a_non_image_is_reported_and_nothing_lands(a
                "/etc/evil.jpg": make_jpeg()}
     page = preview(admin_client, images=photos_zip(entries))
     errors = error_rows(page)
-    assert (IDS[1], "corrupt image (not a JPEG, PNG or WebP file)") in errors
+    assert any(what == IDS[1] and reason.startswith("corrupt image") for what, reason in errors)
     assert (f"zip entry ../{IDS[2]}", "unsafe path (absolute, or leaves the archive)") in errors
     assert ("zip entry /etc/evil.jpg", "unsafe path (absolute, or leaves the archive)") in errors
     assert (IDS[2], "missing image file") in errors

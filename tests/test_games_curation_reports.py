@@ -52,8 +52,8 @@ def test_a_guessed_round_can_be_reported_once(client, game):
 def test_bad_reports_are_refused_with_a_reason(client, game):
     post(client, reverse("game-api-guess", args=[game]), {"round": 0, "lat": 10, "lon": 10})
     assert "unknown reason" in report(client, game, round=0, reason="boring").json()["error"]
-    assert "no round 9" in report(client, game, round=8, reason="other").json()["error"]
-    assert "needs the number" in report(client, game, reason="other").json()["error"]
+    assert "no round 8" in report(client, game, round=8, reason="other").json()["error"]
+    assert "`round` must be a JSON integer" in report(client, game, reason="other").json()["error"]
     assert "at most 1000" in report(client, game, round=0, reason="other", comment="x" * 1001).json()["error"]
     assert report(Client(), game, round=0, reason="other").status_code == 404  # someone else's game
     assert not ImageReport.objects.exists()

@@ -1,10 +1,12 @@
 """Importing game images: Im2GPS metadata, photos from folders and zips, attribution, and a model's guesses."""
+import hashlib
 import zipfile
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 
+from core.photo_metadata import metadata_blocks
 from games import importing, selectors
 from games.models import GameImage, ModelGuess
 from tests.conftest import make_jpeg
@@ -30,7 +32,8 @@ PREDICTIONS = (
     "222_bbb_2_2@N00.jpg,-33.9,-33.0,18.4,18.0,105.00\n"
     "999_zzz_9_9@N00.jpg,1,2,3,4,5\n"
     "\n"
-    "street acc (1km),city acc (25km),region acc (200km),country acc (750km),continent acc (2500km),mean\n"
+    "street acc (1km),city acc (25km),region acc (200km),country acc (750km),continent acc (2500km),"
+    "mean deviation (km)\n"
     "0.1,0.2,0.3,0.4,0.5,1000\n")
 
 
@@ -61,7 +64,11 @@ def test_import_creates_images_with_attribution_and_model_guesses(tmp_path):
     assert (rome.lat, rome.lon, rome.author, rome.licence_name) == (41.9, 12.5, "anna", "CC-BY 2.0")
     assert rome.is_open_licence and rome.p_natural == pytest.approx(0.6)
     assert rome.image.name.startswith("game_images/") and "111_aaa" not in rome.image.name
-    assert Path(rome.image.path).read_bytes() == (images / "111_aaa_1_1@N00.jpg").read_bytes()
+    stored = Path(rome.image.path).read_bytes()
+    # The image door's copy, named by the hash of its own bytes; the original is never kept.
+    assert stored != (images / "111_aaa_1_1@N00.jpg").read_bytes()
+    assert rome.image.name == f"game_images/{hashlib.sha256(stored).hexdigest()[:32]}.jpg"
+    assert metadata_blocks(stored) == []
     assert not GameImage.objects.get(source_id="222_bbb_2_2@N00.jpg").is_open_licence  # All Rights Reserved
     assert not GameImage.objects.get(source_id="333_ccc_3_3@N00.jpg").is_open_licence  # unknown
     guess = ModelGuess.objects.get(image=rome)
@@ -179,7 +186,7 @@ def test_import_game_images_says_so_when_the_network_is_unavailable(tmp_path, se
     assert GameImage.objects.count() == 0
 
 
-def test_the_published_im2gps_files(shared_data, tmp_path):
+def test_the_published_im2gps_files(shared_data, tmp_path, settings):
     base = shared_data / "geoestimation"
     report = importing.ImportReport()
     meta = importing.read_meta(base / "im2gps_places365.csv", report)
@@ -187,13 +194,18 @@ def test_the_published_im2gps_files(shared_data, tmp_path):
     predictions = importing.read_predictions(base / "results_im2gps" / "ISNs_M-fstar-S3.csv", report)
     assert len(meta) == len(attribution) == len(predictions) == 237 and report.skipped == []
     assert importing.model_name_for(base / "results_im2gps" / "ISNs_M-fstar-S3.csv") == "ISNs(M, f*, S3)"
-    # Import them all with generated stand-in photos: 48 are available under an open licence (the demo's set).
+    # Import them all with generated stand-in photos. The demo showed 48 (every CC licence); under the licence policy
+    # 36 are playable (BY, BY-SA, and NC on a non-commercial site); the 12 ND photos need a staff reason.
     images = write_images(tmp_path / "images", [row.img_id for row in meta])
     result = importing.import_im2gps(meta_path=base / "im2gps_places365.csv", images=images,
                                      attribution_path=base / "scene_M_p_im2gps.csv",
                                      predictions_path=base / "results_im2gps" / "ISNs_M-fstar-S3.csv")
     assert (result.created, len(result.skipped), result.guesses_created) == (237, 0, 237)
-    assert selectors.playable_images(model_name="ISNs(M, f*, S3)").count() == 48
+    assert selectors.playable_images(model_name="ISNs(M, f*, S3)").count() == 36
+    assert GameImage.objects.filter(licence_kind="nd").count() == 12
+    settings.GAME_COMMERCIAL = True
+    assert selectors.playable_images(model_name="ISNs(M, f*, S3)").count() == 9  # 3 CC BY + 6 CC BY-SA
+    settings.GAME_COMMERCIAL = False
     assert GameImage.objects.filter(is_open_licence=False, licence_name="All Rights Reserved").count() == 137
     seattle = ModelGuess.objects.get(image__source_id="seattle_00064_443151803_90c945e87c_191_74223826@N00.jpg")
     assert seattle.distance_km == pytest.approx(0.25, abs=0.01)

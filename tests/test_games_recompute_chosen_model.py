@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from games import recompute, services
+from games import recompute, selectors, services
 from games.curation import CurationError
 from games.models import ModelGuess, RecomputeJob
 from predictor import inference, registry
@@ -39,8 +39,10 @@ def test_recompute_of_an_installed_model_that_is_not_active(admin_client, two_mo
     assert ModelGuess.objects.filter(model_name=SECOND).count() == 6
     assert not ModelGuess.objects.filter(model_name=two_models).exists()
     assert registry.active_bundle_name() == two_models  # the active model did not change
-    game = services.start_game(session_key="s" * 32, opponents=[MODEL, SECOND])
-    assert game.opponents == [MODEL, SECOND]
+    # Both bundles are untrained (random weights): their guesses are stored, yet neither is ever a game opponent.
+    assert selectors.choosable_opponents() == [MODEL]
+    with pytest.raises(services.GameError, match=f"unknown opponent '{SECOND}'"):
+        services.start_game(session_key="s" * 32, opponents=[MODEL, SECOND])
 
 
 @pytest.mark.django_db

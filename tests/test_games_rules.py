@@ -35,9 +35,16 @@ def test_start_is_refused_clearly_without_playable_images(client):
     make_image(index=0, lat=1, lon=1, model_lat=2, model_lon=2, licence="All Rights Reserved")
     response = post(client, reverse("game-api-start"))
     assert response.status_code == 503
-    assert "import_im2gps" in response.json()["error"]
-    page = client.get(reverse("home"))
-    assert b"import_im2gps" in page.content and b"GEOWEB_GAME_IMAGES" in page.content
+    assert "1 have a licence that needs a staff reason" in response.json()["error"]
+    page = client.get(reverse("home")).content.decode()
+    # The image was just imported: the page says why it cannot be played, not to import it again.
+    assert "1 have a licence that needs a staff reason" in page and "make_playable" in page
+    assert "import_im2gps" not in page
+
+
+def test_home_page_without_any_image_says_how_to_add_them(client):
+    page = client.get(reverse("home")).content.decode()
+    assert "import_game_images" in page and "import_im2gps --images" in page
 
 
 def test_start_refuses_when_too_few_images_are_playable(client):
@@ -79,7 +86,7 @@ def test_no_response_reveals_the_truth_or_the_photo_id_before_the_guess(client):
         assert revealed.status_code == 200
         round_ = revealed.json()["round"]
         image = GameImage.objects.get(rounds__game__key=key, rounds__index=index)
-        assert round_["truth"] == {"lat": image.lat, "lon": image.lon}
+        assert (round_["truth"]["lat"], round_["truth"]["lon"]) == (image.lat, image.lon)
         assert round_["model"] == {"lat": image.lat + 2.0, "lon": image.lon}
         assert not contains_a_truth(revealed.content, [i for i in unguessed if i != image] + unused)
         if index < 4:

@@ -42,11 +42,26 @@ def test_valid_coordinate(lat, lon, ok):
     assert scoring.valid_coordinate(lat, lon) is ok
 
 
-@pytest.mark.parametrize("name, is_open", [
-    ("CC-BY 2.0", True), ("CC-BY-NC-SA 2.0", True), ("CC0 1.0", True), ("cc by-sa 4.0", True),
-    ("Public Domain Mark", True), ("Public Domain Dedication (CC0)", True),
-    ("All Rights Reserved", False), ("", False), (None, False), ("No known copyright restrictions", False)])
-def test_which_licences_are_open(name, is_open):
-    from games.licences import is_open_licence
+@pytest.mark.parametrize("name, kind", [
+    ("CC-BY 2.0", "open"), ("CC BY 2.0", "open"), ("cc by-sa 4.0", "open"), ("CC0 1.0", "open"),
+    ("Public Domain Mark", "open"), ("Public Domain Dedication (CC0)", "open"),
+    ("No known copyright restrictions", "open"), ("United States Government Work", "open"),
+    ("CC-BY-NC-SA 2.0", "nc"), ("CC BY-NC 2.0", "nc"), ("Attribution-NonCommercial License", "nc"),
+    ("CC BY-NC-ND 2.0", "nd"), ("CC-BY-ND 2.0", "nd"),
+    ("All Rights Reserved", "arr"), ("", "unknown"), (None, "unknown"), ("some licence", "unknown")])
+def test_the_licence_policy_classes(name, kind):
+    from games.licences import is_open_licence, licence_kind, needs_reason
 
-    assert is_open_licence(name) is is_open
+    assert licence_kind(name) == kind
+    assert is_open_licence(name) is (kind == "open")
+    # NC is playable unless the site is commercial; ND, All Rights Reserved and unknown always need a reason.
+    assert needs_reason(kind, commercial=False) is (kind not in ("open", "nc"))
+    assert needs_reason(kind, commercial=True) is (kind != "open")
+
+
+def test_every_flickr_licence_id_has_its_class():
+    from games.licences import FLICKR_LICENCES, licence_kind
+
+    kinds = {number: licence_kind(licence.name) for number, licence in FLICKR_LICENCES.items()}
+    assert kinds == {0: "arr", 1: "nc", 2: "nc", 3: "nd", 4: "open", 5: "open", 6: "nd", 7: "open", 8: "open",
+                     9: "open", 10: "open"}

@@ -112,9 +112,13 @@ def test_bad_opponent_choices_are_refused_clearly(client):
         response = post(client, reverse("game-api-start"), body)
         assert response.status_code == 400 and message in response.json()["error"], (body, response.content)
     assert Game.objects.count() == 0
-    # Naming the same model twice is one opponent.
-    state = post(client, reverse("game-api-start"), {"opponents": [SECOND, SECOND]}).json()
-    assert state["opponents"] == [SECOND]
+    # Naming the same model twice, or a list longer than two, is refused too (issue 13), and creates nothing.
+    for body in ({"opponents": [SECOND, SECOND]}, {"opponent": MODEL, "opponents": [MODEL]},
+                 {"opponents": [MODEL, SECOND, SECOND]}):
+        response = post(client, reverse("game-api-start"), body)
+        assert response.status_code == 400 and response["Content-Type"] == "application/json", body
+    assert "named twice" in post(client, reverse("game-api-start"), {"opponents": [SECOND, SECOND]}).json()["error"]
+    assert Game.objects.count() == 0
 
 
 def test_default_opponents_setting_and_the_home_form(client, settings):
@@ -144,10 +148,12 @@ def test_leaderboard_and_challenge_show_each_ais_score(client):
     assert row["name"] == "Two Front"
     assert row["ais"] == [{"name": MODEL, "score": 5 * 4307}, {"name": SECOND, "score": geoclip_total}]
     page = client.get(reverse("leaderboard")).content.decode()
-    assert f"{MODEL}: <strong>{5 * 4307}</strong>" in page and f"{SECOND}: <strong>{geoclip_total}</strong>" in page
+    # Thousands separators, and the game's difficulty beside its opponents.
+    assert f"{MODEL}: <strong>{5 * 4307:,}</strong>" in page and f"{SECOND}: <strong>{geoclip_total:,}</strong>" in page
+    assert '<td class="difficulty">Mixed</td>' in page
     # A friend's replay of the challenge plays against the same two AIs.
     game = Game.objects.get(key=key)
     challenge = client.get(reverse("game-challenge", args=[game.challenge_token])).content.decode()
-    assert SECOND in challenge and str(geoclip_total) in challenge
+    assert SECOND in challenge and f"{geoclip_total:,}" in challenge
     friend = post(client, reverse("game-api-start"), {"challenge": game.challenge_token}).json()
     assert friend["opponents"] == [MODEL, SECOND]

@@ -1,6 +1,7 @@
 """Evaluate geolocation results: read and write the paper's per-image results files, accuracy tables, plots.
 
-Results format (as published with the paper): header `img_id,gt_lat,predicted_lat,gt_long,predicted_long,
+Files are read by core.im2gps, the one reader of the Im2GPS formats (the game import uses it too); this module
+is its strict user: a file with any bad row is refused. Results format (as published with the paper): header `img_id,gt_lat,predicted_lat,gt_long,predicted_long,
 great_circle_distance`, one row per image, then a blank line, a summary header and one summary row (accuracy
 fractions at 1/25/200/750/2500 km and the mean distance in km). Distances are recomputed, never trusted.
 """
@@ -15,13 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from predictor.ml.geodesy import ACCURACY_THRESHOLDS_KM, THRESHOLD_NAMES, great_circle_km, valid_coordinates
+from core import im2gps
+from predictor.ml.geodesy import ACCURACY_THRESHOLDS_KM, THRESHOLD_NAMES, great_circle_km
 from predictor.ml.prediction import S3_CONCEPTS
 
-RESULTS_HEADER = ["img_id", "gt_lat", "predicted_lat", "gt_long", "predicted_long", "great_circle_distance"]
-SUMMARY_HEADER = [f"{name} acc ({t:g}km)" for name, t in zip(THRESHOLD_NAMES, ACCURACY_THRESHOLDS_KM)] + [
-    "mean deviation (km)"]
-META_COLUMNS = ("IMG_ID", "LAT", "LON", "S3_Label")
+RESULTS_HEADER = im2gps.RESULTS_HEADER
+SUMMARY_HEADER = im2gps.SUMMARY_HEADER
 # The published files store distances to 2 decimals; recomputation agrees within 0.005 km, so more than this
 # means the file's coordinates and distances do not belong together.
 STORED_DISTANCE_TOLERANCE_KM = 0.01
@@ -122,76 +122,32 @@ class EvaluationReport:
 
 
 def read_results(path: str | Path) -> ImagePredictions:
-    path = Path(path)
+    """A published results file, strictly: any row that breaks a rule of core.im2gps refuses the whole file."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ResultsFormatError(f"{path}: file not found") from None
-    except UnicodeDecodeError as error:
-        raise ResultsFormatError(f"{path}: not a UTF-8 text file ({error.reason})") from None
-    return parse_results(text, source=str(path))
+        parsed = im2gps.read_results(path)
+    except im2gps.Im2gpsFormatError as error:
+        raise ResultsFormatError(str(error)) from None
+    return _predictions_of(parsed)
 
 
 def parse_results(text: str, *, source: str = "<results>") -> ImagePredictions:
-    """Parse a results file; the summary part (blank line, header, one row) is optional."""
-    lines = text.splitlines()
-    if not lines or lines[0].strip().split(",") != RESULTS_HEADER:
-        got = lines[0][:120] if lines else "an empty file"
-        raise ResultsFormatError(f"{source}:1: expected the header {','.join(RESULTS_HEADER)}, got {got!r}")
-    ids, values, seen = [], [], {}
-    number = 1
-    for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            break
-        row = next(csv.reader([line]))
-        if len(row) != len(RESULTS_HEADER):
-            raise ResultsFormatError(f"{source}:{number}: expected {len(RESULTS_HEADER)} columns, got {len(row)}")
-        img_id = row[0].strip()
-        if not img_id:
-            raise ResultsFormatError(f"{source}:{number}: empty img_id")
-        if img_id in seen:
-            raise ResultsFormatError(f"{source}:{number}: img_id {img_id!r} repeats line {seen[img_id]}")
-        seen[img_id] = number
-        try:
-            numbers = [float(v) for v in row[1:]]
-        except ValueError:
-            raise ResultsFormatError(f"{source}:{number}: non-numeric value in {line[:120]!r}") from None
-        gt_lat, pred_lat, gt_lon, pred_lon, _ = numbers
-        if not all(math.isfinite(v) for v in numbers):
-            raise ResultsFormatError(f"{source}:{number}: non-finite value in {line[:120]!r}")
-        if not (valid_coordinates(gt_lat, gt_lon) and valid_coordinates(pred_lat, pred_lon)):
-            raise ResultsFormatError(f"{source}:{number}: coordinates out of range in {line[:120]!r}")
-        ids.append(img_id)
-        values.append(numbers)
-    else:
-        number += 1  # no blank line: the file ended after the rows
-    if not ids:
-        raise ResultsFormatError(f"{source}: no result rows after the header")
-    summary = _parse_summary(lines[number:], source=source, first_line=number + 1)
-    array = np.array(values, dtype=np.float64)
-    return ImagePredictions(img_ids=ids, gt_lat=array[:, 0], pred_lat=array[:, 1], gt_lon=array[:, 2],
-                            pred_lon=array[:, 3], stored_km=array[:, 4], stored_summary=summary)
-
-
-def _parse_summary(lines: list[str], *, source: str, first_line: int) -> list[float] | None:
-    lines = [(first_line + i, line) for i, line in enumerate(lines) if line.strip()]
-    if not lines:
-        return None
-    (header_no, header), rest = lines[0], lines[1:]
-    if header.strip().split(",") != SUMMARY_HEADER:
-        raise ResultsFormatError(
-            f"{source}:{header_no}: after the blank line expected the summary header {','.join(SUMMARY_HEADER)}, "
-            f"got {header[:120]!r}")
-    if len(rest) != 1:
-        raise ResultsFormatError(f"{source}:{header_no}: expected exactly one summary row, got {len(rest)}")
-    row_no, row = rest[0]
+    """Parse a results file's text; the summary part (blank line, header, one row) is optional."""
     try:
-        summary = [float(v) for v in row.split(",")]
-    except ValueError:
-        raise ResultsFormatError(f"{source}:{row_no}: non-numeric summary row {row[:120]!r}") from None
-    if len(summary) != len(SUMMARY_HEADER):
-        raise ResultsFormatError(f"{source}:{row_no}: expected {len(SUMMARY_HEADER)} summary values")
-    return summary
+        parsed = im2gps.parse_results(text, source=source)
+    except im2gps.Im2gpsFormatError as error:
+        raise ResultsFormatError(str(error)) from None
+    return _predictions_of(parsed)
+
+
+def _predictions_of(parsed: im2gps.ResultsFile) -> ImagePredictions:
+    if parsed.problems:
+        raise ResultsFormatError(str(parsed.problems[0]))
+    rows = parsed.rows
+    return ImagePredictions(img_ids=[r.img_id for r in rows], gt_lat=[r.gt_lat for r in rows],
+                            pred_lat=[r.predicted_lat for r in rows], gt_lon=[r.gt_lon for r in rows],
+                            pred_lon=[r.predicted_lon for r in rows],
+                            stored_km=np.array([r.stored_km for r in rows], dtype=np.float64),
+                            stored_summary=parsed.summary)
 
 
 def format_results(predictions: ImagePredictions) -> str:
@@ -211,27 +167,20 @@ def format_results(predictions: ImagePredictions) -> str:
 
 
 def read_meta(path: str | Path) -> dict[str, MetaRecord]:
-    """The paper's test-set meta CSV (IMG_ID, LAT, LON, S3_Label, ...) keyed by IMG_ID."""
-    path = Path(path)
+    """The paper's test-set meta CSV (IMG_ID, LAT, LON, S3_Label, ...) keyed by IMG_ID, strictly (core.im2gps)."""
     try:
-        handle = path.open(newline="", encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ResultsFormatError(f"{path}: file not found") from None
-    with handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in META_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ResultsFormatError(f"{path}:1: meta file lacks the columns {', '.join(missing)}")
-        records = {}
-        for number, row in enumerate(reader, start=2):
-            try:
-                label = int(row["S3_Label"])
-                records[row["IMG_ID"]] = MetaRecord(lat=float(row["LAT"]), lon=float(row["LON"]),
-                                                    concept=S3_CONCEPTS[label])
-            except (ValueError, IndexError, TypeError):
-                raise ResultsFormatError(f"{path}:{number}: bad LAT/LON/S3_Label in row {row}") from None
-    if not records:
-        raise ResultsFormatError(f"{path}: no rows")
+        parsed = im2gps.read_meta(path)
+    except im2gps.Im2gpsFormatError as error:
+        raise ResultsFormatError(str(error)) from None
+    if "S3_Label" not in parsed.columns:
+        raise ResultsFormatError(f"{path}:1: meta file lacks the columns S3_Label")
+    if parsed.problems:
+        raise ResultsFormatError(str(parsed.problems[0]))
+    records = {}
+    for row in parsed.rows:
+        if row.s3_label is None:
+            raise ResultsFormatError(f"{path}:{row.line}: no S3_Label for {row.img_id}")
+        records[row.img_id] = MetaRecord(lat=row.lat, lon=row.lon, concept=S3_CONCEPTS[row.s3_label])
     return records
 
 

@@ -6,15 +6,12 @@ import math
 
 import numpy as np
 
+from core.coordinates import valid_coordinates
+
 EARTH_RADIUS_KM = 6371.0
 # The thresholds of Im2GPS evaluations: street, city, region, country, continent.
 ACCURACY_THRESHOLDS_KM = (1.0, 25.0, 200.0, 750.0, 2500.0)
 THRESHOLD_NAMES = ("street", "city", "region", "country", "continent")
-
-
-def valid_coordinates(lat: float, lon: float) -> bool:
-    """A finite latitude in [-90, 90] and longitude in [-180, 180] (the one rule for every coordinate we read)."""
-    return math.isfinite(lat) and math.isfinite(lon) and -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0
 
 
 def coordinates_in_range(lats, lons) -> np.ndarray:

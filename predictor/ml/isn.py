@@ -335,8 +335,9 @@ def random_model(*, partitionings: list[Partitioning], backbone: str = "resnet50
     return model.to(device)
 
 
-def make_tiny_bundle(path: str | Path, *, seed: int = 0, name: str = "tiny-untrained") -> Path:
-    """A small random-weight ISN bundle (tiny backbone, small nested partitionings), marked untrained.
+def make_tiny_bundle(path: str | Path, *, seed: int = 0, name: str = "tiny-untrained", untrained: bool = True) -> Path:
+    """A small random-weight ISN bundle (tiny backbone, small nested partitionings), marked untrained (tests of
+    flows that need a trained model pass `untrained=False`).
 
     Builds in well under a second and predicts in a few milliseconds per photo on a CPU.
     """
@@ -351,7 +352,7 @@ def make_tiny_bundle(path: str | Path, *, seed: int = 0, name: str = "tiny-untra
         torch.random.set_rng_state(torch_state)
     return save_bundle(
         path, name=name, networks=networks, partitionings=partitionings, scene_network=scene_network,
-        scene_mapping=SceneMapping.load_default(), untrained=True, overwrite=True,
+        scene_mapping=SceneMapping.load_default(), untrained=untrained, overwrite=True,
         model_card={"training_data": "none: random weights (seed %d)" % seed, "accuracy": "not measured: untrained",
                     "notes": "A demonstration bundle so the app runs without a trained model. Replace it with "
                              "`manage.py install_model`."})

@@ -13,7 +13,9 @@
   var state = null, current = null, revealed = null, pin = null, overlays = [], countries = [];
   var $ = function (id) { return document.getElementById(id); };
 
-  var map = GeoWeb.createMap($("map"), { center: [20, 0], zoom: 1.5, leaflet: { keyboard: false } });
+  /* minZoom 0 and quarter steps: on a phone the reveal must fit the truth and every guess, even far apart. */
+  var map = GeoWeb.createMap($("map"), { center: [20, 0], zoom: 1.5,
+                                         leaflet: { keyboard: false, minZoom: 0, zoomSnap: 0.25 } });
 
   function api(url, body) {
     var options = { headers: { "Accept": "application/json" }, credentials: "same-origin" };
@@ -46,6 +48,15 @@
 
   function points(n) { return Number(n || 0).toLocaleString("en"); }
 
+  function pointsLabel(n) { return points(n) + (Number(n) === 1 ? " point" : " points"); }
+
+  /* Two AIs that answered the same place would hide one another: draw them side by side. */
+  function aiShifts(ais) {
+    if (ais.length < 2) { return [0, 0]; }
+    var same = Math.abs(ais[0].lat - ais[1].lat) < 0.05 && Math.abs(ais[0].lon - ais[1].lon) < 0.05;
+    return same ? [-9, 9] : [0, 0];
+  }
+
   function escapeHtml(text) {
     return String(text).replace(/[&<>"']/g, function (c) {
       return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
@@ -54,13 +65,21 @@
 
   function safeUrl(url) { return /^https?:\/\//i.test(url || "") ? url : ""; }
 
+  /* The photo's credit names its source, so it is shown only once the round is guessed. */
   function attributionHtml(round) {
     var licence = safeUrl(round.licence_url)
       ? '<a href="' + escapeHtml(round.licence_url) + '" rel="license noopener" target="_blank">' + escapeHtml(round.licence_name) + "</a>"
       : escapeHtml(round.licence_name);
     var author = escapeHtml(round.author || "unknown author");
-    var source = safeUrl(round.source_url) ? ' · <a href="' + escapeHtml(round.source_url) + '" target="_blank" rel="noopener">original photo</a>' : "";
-    return "Photo © " + author + " · " + licence + source;
+    var title = "“" + escapeHtml(round.title || "untitled") + "”";
+    if (safeUrl(round.source_url)) {
+      title = '<a href="' + escapeHtml(round.source_url) + '" target="_blank" rel="noopener">' + title + "</a>";
+    }
+    return '<span class="credit">Photo: ' + title + " by " + author + " · " + licence + "</span>";
+  }
+
+  function pendingCaption() {
+    return 'The photo’s credit is shown after your guess · <a href="' + escapeHtml(urls.creditsUrl) + '">All photo credits</a>';
   }
 
   function clearOverlays() {
@@ -102,8 +121,10 @@
     $("guess").hidden = false;
     $("photo-error").hidden = true;
     $("photo").src = round.photo_url;
-    $("attribution").innerHTML = attributionHtml(round);
-    map.setView([20, 0], 1.5);
+    $("attribution").innerHTML = pendingCaption();
+    /* Not animated: Leaflet drops a fitBounds asked for while a zoom animation runs, and a quick guess would then
+       reveal the answer off the visible map. */
+    map.setView([20, 0], 1.5, { animate: false });
     updateBar();
     document.dispatchEvent(new CustomEvent("geoweb:round", { detail: round }));
   }
@@ -121,16 +142,18 @@
     $("attribution").innerHTML = attributionHtml(round);
     var truth = L.latLng(round.truth.lat, round.truth.lon);
     var bounds = [truth, pin.getLatLng()];
+    var shifts = aiShifts(round.ais);
     overlays.push(L.marker(truth, { keyboard: false, icon: GeoWeb.shapeIcon("square", COLOURS.truth, "True location") }).addTo(map));
     round.ais.forEach(function (ai, i) {
       var style = AI_STYLES[i % AI_STYLES.length], at = L.latLng(ai.lat, ai.lon);
-      overlays.push(L.marker(at, { keyboard: false, icon: GeoWeb.shapeIcon(style.shape, style.colour, ai.name + "'s guess") })
-        .bindTooltip(ai.name).addTo(map));
+      overlays.push(L.marker(at, { keyboard: false, icon: GeoWeb.shapeIcon(style.shape, style.colour, ai.name + "'s guess", shifts[i]) })
+        .bindTooltip(shifts[i] ? round.ais.map(function (a) { return a.name; }).join(" and ") + ": the same place" : ai.name).addTo(map));
       overlays.push(new L.Geodesic([at, truth], { color: style.colour, weight: 2 }).addTo(map));
       bounds.push(at);
     });
     overlays.push(new L.Geodesic([pin.getLatLng(), truth], { color: COLOURS.you, weight: 3, dashArray: "6 6" }).addTo(map));
-    map.fitBounds(L.latLngBounds(bounds), { padding: [40, 40], maxZoom: 8 });
+    /* More room on the left, where the zoom buttons would cover a pin. */
+    map.fitBounds(L.latLngBounds(bounds), { paddingTopLeft: [64, 36], paddingBottomRight: [36, 36], maxZoom: 8 });
     renderResult();
     var last = round.index + 1 >= state.rounds_total;
     $("next").textContent = last ? "See the summary" : "Next photo";
@@ -144,13 +167,17 @@
     if (!revealed) { return; }
     var r = revealed;
     var youWin = r.ais.every(function (ai) { return r.distance_km <= ai.distance_km; });
+    /* Without tiles the map alone says little: name the places (country, from the app's own Natural Earth data). */
     $("result").innerHTML =
-      '<p class="line ' + (youWin ? "win" : "lose") + '" id="your-result">You: ' + distance(r.distance_km) + " · " + points(r.score) + " points</p>" +
+      '<p class="line" id="truth-result"><strong>True location:</strong> <span class="place">' + escapeHtml(r.truth.place) + "</span></p>" +
+      '<p class="line ' + (youWin ? "win" : "lose") + '" id="your-result">You: ' + distance(r.distance_km) + " · " + pointsLabel(r.score) +
+      ' · <span class="place">' + escapeHtml(r.guess.place) + "</span></p>" +
       r.ais.map(function (ai, i) {
         var aiWins = ai.distance_km < r.distance_km;
         /* The first AI keeps the id "model-result" the page has always had. */
         return '<p class="line ai-result ' + (aiWins ? "win" : "lose") + '" id="' + (i === 0 ? "model-result" : "model2-result") + '">' +
-          '<strong class="ai-name">' + escapeHtml(ai.name) + "</strong> · Model: " + distance(ai.distance_km) + " · " + points(ai.score) + " points</p>";
+          '<strong class="ai-name">' + escapeHtml(ai.name) + "</strong> · Model: " + distance(ai.distance_km) + " · " + pointsLabel(ai.score) +
+          ' · <span class="place">' + escapeHtml(ai.place) + "</span></p>";
       }).join("");
   }
 
@@ -173,8 +200,12 @@
 
   function next() {
     if (current && current.index + 1 >= state.rounds_total) { loadSummary(); return; }
-    api(urls.nextUrl, {}).then(function (data) { showError(""); showRound(data.round); })
-      .catch(function (error) { showError(error.message); });
+    api(urls.nextUrl, {}).then(function (data) {
+      showError("");
+      showRound(data.round);
+      /* Keyboard players go on from the map, not from the top of the page. */
+      $("map").focus();
+    }).catch(function (error) { showError(error.message); });
   }
 
   function loadSummary() {
@@ -207,11 +238,13 @@
     body.innerHTML = "";
     summary.rounds.forEach(function (r) {
       var row = document.createElement("tr");
+      /* A second-AI cell only in two-AI games: the header has that column only then. */
       row.innerHTML = '<td class="num">' + (r.index + 1) + '</td><td class="num ' + (r.better_than_model ? "win" : "") + '">' + distance(r.distance_km) +
         '</td><td class="num">' + points(r.score) + '</td><td class="num">' + distance(r.model_distance_km) +
-        '</td><td class="num">' + points(r.model_score) + '</td><td class="num">' +
-        (r.ais.length > 1 ? distance(r.ais[1].distance_km) + " · " + points(r.ais[1].score) : "–") + '</td><td class="num">' +
-        (r.seconds_taken === null ? "–" : Math.round(r.seconds_taken) + " s") + "</td>";
+        '</td><td class="num">' + points(r.model_score) + "</td>" +
+        (ais.length > 1 ? '<td class="num">' + (r.ais.length > 1 ? distance(r.ais[1].distance_km) + " · " + points(r.ais[1].score) : "–") + "</td>" : "") +
+        '<td class="num">' + (r.seconds_taken === null ? "–" : Math.round(r.seconds_taken) + " s") + "</td>" +
+        '<td class="photo-credit">' + escapeHtml(r.truth.place) + "<br>" + attributionHtml(r) + "</td>";
       body.appendChild(row);
     });
     var link = new URL(summary.challenge_url, window.location.href).href;
@@ -225,7 +258,9 @@
     var element = $("summary-map");
     if (element._drawn) { return; }
     element._drawn = true;
-    var all = GeoWeb.createMap(element, { center: [20, 0], zoom: 1 });
+    /* Zoom steps of a quarter and a world that may shrink below one tile: on a phone every round must fit. */
+    var all = GeoWeb.createMap(element, { center: [20, 0], zoom: 1, leaflet: { minZoom: 0, zoomSnap: 0.25 } });
+    all.invalidateSize();
     var points_ = [];
     summary.rounds.forEach(function (r) {
       var truth = L.latLng(r.truth.lat, r.truth.lon), you = L.latLng(r.guess.lat, r.guess.lon),
@@ -234,14 +269,15 @@
       L.marker(you, { icon: GeoWeb.shapeIcon("circle", COLOURS.you, label + ": your pin") }).addTo(all);
       new L.Geodesic([you, truth], { color: COLOURS.you, weight: 2, dashArray: "6 6" }).addTo(all);
       points_.push(truth, you);
+      var shifts = aiShifts(r.ais);
       r.ais.forEach(function (ai, i) {
         var style = AI_STYLES[i % AI_STYLES.length], at = L.latLng(ai.lat, ai.lon);
-        L.marker(at, { icon: GeoWeb.shapeIcon(style.shape, style.colour, label + ": " + ai.name) }).addTo(all);
+        L.marker(at, { icon: GeoWeb.shapeIcon(style.shape, style.colour, label + ": " + ai.name, shifts[i]) }).addTo(all);
         new L.Geodesic([at, truth], { color: style.colour, weight: 2 }).addTo(all);
         points_.push(at);
       });
     });
-    if (points_.length) { all.fitBounds(L.latLngBounds(points_), { padding: [20, 20], maxZoom: 6 }); }
+    if (points_.length) { all.fitBounds(L.latLngBounds(points_), { padding: [16, 16], maxZoom: 6 }); }
   }
 
   function saveNickname(event) {
@@ -273,9 +309,8 @@
   }
 
   function loadCountries() {
-    var script = document.getElementById("geomap-script");
-    fetch(script ? script.dataset.basemapUrl : "/basemap/countries.geojson").then(function (r) { return r.json(); })
-      .then(function (data) {
+    /* The same request as the map's own outlines (GeoWeb.loadBasemap shares it). */
+    GeoWeb.loadBasemap("world").then(function (data) {
         countries = data.features.filter(function (f) { return f.properties && f.properties.name; });
         countries.sort(function (a, b) { return a.properties.name.localeCompare(b.properties.name); });
         var list = $("country-list");

@@ -4,23 +4,43 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from games import importing
-from games.difficulty import recompute_difficulty
+from games import importing, selectors, starter
+from games.management.commands.import_im2gps import finish_import
+from games.models import STARTER_PACK, GameImage
 
 
 class Command(BaseCommand):
-    help = ("Import game images from GEOWEB_GAME_IMAGES (a folder with the Im2GPS metadata CSV, optional "
-            "scene_M_p_im2gps.csv and results files, and images/ or a zip), fetching the Im2GPS zip from "
-            "GEOWEB_IM2GPS_ZIP_URL when the folder has no photos. Always exits 0 and says what it did.")
+    help = ("Import the starter pack (games/starter_pack/, unless GEOWEB_GAME_STARTER_PACK=0 or GEOWEB_GAME_IMAGES "
+            "is set) and the game images in GEOWEB_GAME_IMAGES (photos in images/ or a zip, with optional metadata "
+            "and results CSVs), fetching the Im2GPS zip from GEOWEB_IM2GPS_ZIP_URL when that folder has no photos. "
+            "Always exits 0 and says what it did.")
 
     def add_arguments(self, parser):
         parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the network")
 
     def handle(self, *args, **options):
-        folder = Path(settings.GAME_IMAGES_DIR) if settings.GAME_IMAGES_DIR else settings.DATA_DIR / "im2gps"
-        for line in importing.import_default(folder=folder, zip_url=settings.IM2GPS_ZIP_URL,
-                                             timeout=options["timeout"]):
+        if selectors.starter_pack_enabled():
+            try:
+                report = starter.import_pack()
+            except starter.PackError as error:
+                self.stdout.write(f"starter pack not imported: {error}")
+            else:
+                self.stdout.write(f"starter pack: {report.created} created, {report.updated} updated, "
+                                  f"{report.unchanged} unchanged, {len(report.skipped)} skipped; "
+                                  f"{report.guesses_created} published answers added")
+                for what, reason in report.skipped:
+                    self.stdout.write(f"  skipped {what}: {reason}")
+        elif GameImage.objects.filter(pack=STARTER_PACK).exists():
+            self.stdout.write("starter pack: switched off (GEOWEB_GAME_STARTER_PACK=0, or GEOWEB_GAME_IMAGES is set "
+                              "without GEOWEB_GAME_STARTER_PACK=1): its photos are not played")
+        if settings.GAME_IMAGES_DIR:
+            lines = importing.import_default(folder=Path(settings.GAME_IMAGES_DIR), zip_url=settings.IM2GPS_ZIP_URL,
+                                             timeout=options["timeout"])
+        elif (settings.DATA_DIR / "im2gps").is_dir():
+            # The folder earlier versions used by default; never a download without GEOWEB_GAME_IMAGES.
+            lines = importing.import_default(folder=settings.DATA_DIR / "im2gps", zip_url="")
+        else:
+            lines = []
+        for line in lines:
             self.stdout.write(line)
-        counts = recompute_difficulty()
-        self.stdout.write(f"difficulty: {counts['easy']} easy, {counts['medium']} medium, {counts['hard']} hard, "
-                          f"{counts['']} unrated")
+        finish_import(self.stdout)
