@@ -165,7 +165,7 @@ weights: null
 
 def test_import_tib_lightning_checkpoint_gives_the_same_outputs(tmp_path, tiny_bundle):
     from predictor.ml.bundle import load_bundle
-    from predictor.ml.train.lightning_import import parse_simple_yaml
+    from predictor.ml.train.lightning_import import read_hparams
     from torchvision.models import resnet50
 
     tiny = load_bundle(tiny_bundle)
@@ -179,7 +179,17 @@ def test_import_tib_lightning_checkpoint_gives_the_same_outputs(tmp_path, tiny_b
     with pytest.raises(Exception):  # Lightning's hyper-parameter class is refused by the safe loader...
         torch.load(ckpt, weights_only=True)
     (tmp_path / "hparams.yaml").write_text(HPARAMS)
-    assert parse_simple_yaml(HPARAMS)["partitionings"]["shortnames"] == ["coarse", "middle", "fine"]
+    hparams = read_hparams(tmp_path / "hparams.yaml")
+    assert hparams["partitionings"]["shortnames"] == ["coarse", "middle", "fine"]
+    assert hparams["optim"]["params"]["weight_decay"] == 0.0001 and hparams["weights"] is None
+    # A YAML file that asks for a Python object is refused with a sentence, and nothing of it runs.
+    hostile = tmp_path / "hostile.yaml"
+    hostile.write_text("arch: !!python/object/apply:os.system ['touch " + str(tmp_path / "pwned") + "']\n")
+    with pytest.raises(CommandError, match="not a readable hparams.yaml"):
+        call_command("import_checkpoint", "--checkpoint", str(ckpt), "--hparams", str(hostile),
+                     "--partitionings", *cell_files, "--name", "hostile", "--output", str(tmp_path / "hostile"),
+                     "--scene-model", str(tiny_bundle))
+    assert not (tmp_path / "pwned").exists()
 
     bundle = tmp_path / "tib-base-M"
     call_command("import_checkpoint", "--checkpoint", str(ckpt), "--hparams", str(tmp_path / "hparams.yaml"),

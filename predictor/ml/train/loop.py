@@ -3,6 +3,8 @@ partitionings, bf16 autocast and channels_last on CUDA, per-epoch checkpoints wi
 great-circle accuracy per partitioning and for f*, and DDP when launched by torchrun.
 
 Entry points: `train(TrainConfig(...))`, the `train` management command and `python -m predictor.ml.train`.
+`train` sets up and loops over epochs; `train_one_epoch` and `evaluate` are one pass each (the shape of
+torchvision's reference classification script).
 """
 from __future__ import annotations
 
@@ -334,17 +336,115 @@ def epoch_steps(train_set: ShardStream, config: TrainConfig, runtime: Runtime) -
     return steps
 
 
+@dataclass
+class EpochResult:
+    """What one pass over the training set measured, summed over every rank."""
+
+    lr: float
+    images: int
+    seconds: float
+    loss_sums: torch.Tensor  # [1 + partitionings]: the summed loss, then each head's, weighted by batch size
+    steps: int
+
+    def row(self, epoch: int, partitionings: list[Partitioning]) -> dict:
+        seen = max(float(self.images), 1.0)
+        row = {"epoch": epoch, "lr": self.lr, "train_images": self.images,
+               "images_per_s": round(self.images / max(self.seconds, 1e-9), 2), "seconds": round(self.seconds, 2),
+               "train_loss": float(self.loss_sums[0] / seen)}
+        for p, part in enumerate(partitionings):
+            row[f"train_loss_{part.name}"] = float(self.loss_sums[p + 1] / seen)
+        return row
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, *, optimizer, scaler, runtime: Runtime,
+                    config: TrainConfig, precision: str, channels_last: bool, epoch: int, total_steps: int,
+                    num_heads: int) -> EpochResult:
+    """One epoch of SGD over `loader` (summed cross-entropy of every head); losses and image counts are summed
+    over the ranks under DDP."""
+    model.train()
+    lr = optimizer.param_groups[0]["lr"]
+    loss_sums = torch.zeros(num_heads + 1, dtype=torch.float64)
+    seen = 0
+    started = time.perf_counter()
+    # One process reads to the end of its stream (its workers' shards may hold a batch more than the count
+    # says); under DDP or with --max-steps-per-epoch the count is a hard limit.
+    limit = total_steps if runtime.distributed or config.max_steps_per_epoch else None
+    batches = loader
+    if config.progress and runtime.is_main:
+        from tqdm import tqdm
+        batches = tqdm(loader, total=total_steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch")
+    steps = 0
+    for step, (images, targets, _, _, _) in enumerate(batches):
+        if limit is not None and step >= limit:
+            break
+        images = _to_device_images(images, runtime, config, train=True, channels_last=channels_last)
+        targets = targets.to(runtime.device, non_blocking=True)
+        with _autocast(runtime, precision):
+            logits = model(images)
+            losses = [F.cross_entropy(head.float(), targets[:, p]) for p, head in enumerate(logits)]
+            loss = torch.stack(losses).sum()
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        n = targets.shape[0]
+        seen += n
+        loss_sums[0] += loss.detach().double().cpu() * n
+        for p, head_loss in enumerate(losses):
+            loss_sums[p + 1] += head_loss.detach().double().cpu() * n
+        steps += 1
+        if hasattr(batches, "set_postfix") and step % 10 == 0:
+            batches.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+    elapsed = time.perf_counter() - started
+    counts = torch.tensor([float(seen)], dtype=torch.float64)
+    if runtime.distributed:
+        torch.distributed.all_reduce(loss_sums)
+        torch.distributed.all_reduce(counts)
+    return EpochResult(lr=lr, images=int(counts.item()), seconds=elapsed, loss_sums=loss_sums, steps=steps)
+
+
+def _resume_path(config: TrainConfig, output: Path) -> Path | None:
+    if config.resume == "auto":
+        return output / "last.pt" if (output / "last.pt").is_file() else None
+    return Path(config.resume) if config.resume else None
+
+
+def _datasets(config: TrainConfig, partitionings: list[Partitioning], runtime: Runtime):
+    """(training stream, validation stream) as the config asks."""
+    keep_ids = None
+    if config.concept:
+        if not config.scene_labels:
+            raise ValueError("training an ISN for a concept needs --scene-labels (the label_scenes CSV)")
+        keep_ids = read_keep_ids(config.scene_labels, config.concept, config.scene_min_probability)
+        if not keep_ids:
+            raise ValueError(f"no training image belongs to concept {config.concept!r}")
+    train_set = ShardStream(config.train_shards, partitionings=partitionings, seed=config.seed,
+                            transform=None if config.gpu_decode else train_transform(config.crop_size,
+                                                                                      config.crop_scale),
+                            shuffle=True, shuffle_buffer=config.shuffle_buffer, keep_ids=keep_ids,
+                            encoded=config.gpu_decode)
+    # Validation runs on the main process over the whole held-out set, whatever the world size.
+    val_set = ShardStream(config.val_shards, partitionings=partitionings, shuffle=False, rank=0, world_size=1,
+                          transform=None if config.gpu_decode else eval_transform(config.crop_size),
+                          encoded=config.gpu_decode)
+    return train_set, val_set
+
+
 def train(config: TrainConfig) -> dict:
-    """Run (or resume) training; returns the last epoch's metrics and the checkpoint paths."""
+    """Run (or resume) training; returns the last epoch's metrics and the checkpoint paths.
+
+    Set-up, then per epoch `train_one_epoch`, the learning-rate step, `evaluate` on the validation set and the
+    checkpoints (rank 0), in the shape of torchvision's reference classification script.
+    """
     runtime = start_runtime(config.device)
     output = Path(config.output_dir)
     if runtime.is_main:
         output.mkdir(parents=True, exist_ok=True)
-    resume_path = None
-    if config.resume == "auto":
-        resume_path = output / "last.pt" if (output / "last.pt").is_file() else None
-    elif config.resume:
-        resume_path = Path(config.resume)
+    resume_path = _resume_path(config, output)
     resumed = load_checkpoint(resume_path) if resume_path else None
 
     if resumed is not None:
@@ -355,24 +455,7 @@ def train(config: TrainConfig) -> dict:
     parents = torch.as_tensor(parent_matrix(partitionings) if len(partitionings) > 1
                               else np.arange(num_classes[0])[:, None])
     seed_everything(config.seed + runtime.rank)
-
-    keep_ids = None
-    if config.concept:
-        if not config.scene_labels:
-            raise ValueError("training an ISN for a concept needs --scene-labels (the label_scenes CSV)")
-        keep_ids = read_keep_ids(config.scene_labels, config.concept, config.scene_min_probability)
-        if not keep_ids:
-            raise ValueError(f"no training image belongs to concept {config.concept!r}")
-
-    train_set = ShardStream(config.train_shards, partitionings=partitionings, seed=config.seed,
-                            transform=None if config.gpu_decode else train_transform(config.crop_size,
-                                                                                      config.crop_scale),
-                            shuffle=True, shuffle_buffer=config.shuffle_buffer, keep_ids=keep_ids,
-                            encoded=config.gpu_decode)
-    # Validation runs on the main process over the whole held-out set, whatever the world size.
-    val_set = ShardStream(config.val_shards, partitionings=partitionings, shuffle=False, rank=0, world_size=1,
-                          transform=None if config.gpu_decode else eval_transform(config.crop_size),
-                          encoded=config.gpu_decode)
+    train_set, val_set = _datasets(config, partitionings, runtime)
 
     model = GeoNetwork(config.backbone, num_classes,
                        pretrained_path=config.pretrained if resumed is None else None)
@@ -406,68 +489,21 @@ def train(config: TrainConfig) -> dict:
     last, steps_run = {}, []
     for epoch in range(start_epoch, config.epochs):
         train_set.set_epoch(epoch)
-        loader = _loader(train_set, config, runtime, config.batch_size)
-        model.train()
-        lr = optimizer.param_groups[0]["lr"]
-        loss_sums = torch.zeros(len(num_classes) + 1, dtype=torch.float64)
-        seen = 0
-        started = time.perf_counter()
-        total_steps = epoch_steps(train_set, config, runtime)
-        # One process reads to the end of its stream (its workers' shards may hold a batch more than the count
-        # says); under DDP or with --max-steps-per-epoch the count is a hard limit.
-        limit = total_steps if runtime.distributed or config.max_steps_per_epoch else None
-        batches = loader
-        if config.progress and runtime.is_main:
-            from tqdm import tqdm
-            batches = tqdm(loader, total=total_steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch")
-        steps = 0
-        for step, (images, targets, _, _, _) in enumerate(batches):
-            if limit is not None and step >= limit:
-                break
-            images = _to_device_images(images, runtime, config, train=True, channels_last=channels_last)
-            targets = targets.to(runtime.device, non_blocking=True)
-            with _autocast(runtime, precision):
-                logits = step_model(images)
-                losses = [F.cross_entropy(head.float(), targets[:, p]) for p, head in enumerate(logits)]
-                loss = torch.stack(losses).sum()
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            n = targets.shape[0]
-            seen += n
-            loss_sums[0] += loss.detach().double().cpu() * n
-            for p, head_loss in enumerate(losses):
-                loss_sums[p + 1] += head_loss.detach().double().cpu() * n
-            steps += 1
-            if hasattr(batches, "set_postfix") and step % 10 == 0:
-                batches.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
-        elapsed = time.perf_counter() - started
-        steps_run.append(steps)
-        counts = torch.tensor([float(seen)], dtype=torch.float64)
-        if runtime.distributed:
-            torch.distributed.all_reduce(loss_sums)
-            torch.distributed.all_reduce(counts)
-        if counts.item() == 0:
+        epoch_result = train_one_epoch(
+            step_model, _loader(train_set, config, runtime, config.batch_size), optimizer=optimizer,
+            scaler=scaler, runtime=runtime, config=config, precision=precision, channels_last=channels_last,
+            epoch=epoch, total_steps=epoch_steps(train_set, config, runtime), num_heads=len(num_classes))
+        steps_run.append(epoch_result.steps)
+        if epoch_result.images == 0:
             raise ValueError(f"{config.train_shards}: no training image has a class in every partitioning"
                              + (f" and belongs to concept {config.concept!r}" if config.concept else ""))
         scheduler.step()
 
         if runtime.is_main:
-            total_seen = max(counts.item(), 1.0)
-            row = {"epoch": epoch + 1, "lr": lr, "train_images": int(counts.item()),
-                   "images_per_s": round(counts.item() / max(elapsed, 1e-9), 2), "seconds": round(elapsed, 2),
-                   "train_loss": float(loss_sums[0] / total_seen)}
-            for p, part in enumerate(partitionings):
-                row[f"train_loss_{part.name}"] = float(loss_sums[p + 1] / total_seen)
-            val_loader = _loader(val_set, config, runtime, config.batch_size)
-            row.update(evaluate(raw_model, val_loader, partitionings=partitionings, parents=parents,
-                                runtime=runtime, config=config, precision=precision, channels_last=channels_last,
-                                progress=config.progress))
+            row = epoch_result.row(epoch + 1, partitionings)
+            row.update(evaluate(raw_model, _loader(val_set, config, runtime, config.batch_size),
+                                partitionings=partitionings, parents=parents, runtime=runtime, config=config,
+                                precision=precision, channels_last=channels_last, progress=config.progress))
             history.append(row)
             _write_metrics(metrics_path, row)
             improved = best is None or row["val_loss"] < best
