@@ -27,6 +27,8 @@ from predictor.ml.geodesy import ACCURACY_THRESHOLDS_KM, great_circle_km
 from predictor.ml.hierarchy import hierarchical_probabilities
 from predictor.ml.network import GeoNetwork
 from predictor.ml.partitions import Partitioning, parent_matrix
+from predictor.ml.train.holdout import (DEFAULT_PLACE_LEVEL, SplitSide, ValidationSplit, find_overlap,
+                                        read_samples)
 from predictor.ml.train.shards import (ShardStream, collate_samples, decode_batch, eval_transform,
                                        train_transform)
 
@@ -38,7 +40,7 @@ PAPER_MILESTONES = (4, 8, 12, 13, 14, 15)
 @dataclass
 class TrainConfig:
     train_shards: str
-    val_shards: str
+    val_shards: str | None  # a held-out shard folder; None: hold out val_fraction of train_shards while training
     partitionings: list[str]  # cell CSV files, coarse -> fine
     output_dir: str
     backbone: str = "resnet50"
@@ -67,6 +69,10 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # for smoke runs and benchmarks
     progress: bool = True
     name: str = "base-M"
+    val_fraction: float = 0.0  # without val_shards: the share of train_shards held out for validation
+    val_split_by: str = "auto"  # image | author | place | auto (author where known, else image)
+    val_place_level: int = DEFAULT_PLACE_LEVEL
+    allow_overlap: bool = False  # train even when validation images are also training images
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -240,7 +246,8 @@ def _to_device_images(images, runtime: Runtime, config: TrainConfig, *, train: b
 
 
 def save_checkpoint(path: Path, *, model: nn.Module, optimizer, scheduler, scaler, epoch: int, config: TrainConfig,
-                    partitionings: list[Partitioning], history: list[dict], best: float | None) -> None:
+                    partitionings: list[Partitioning], history: list[dict], best: float | None,
+                    validation: dict | None = None) -> None:
     state = {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,  # epochs completed
@@ -255,6 +262,7 @@ def save_checkpoint(path: Path, *, model: nn.Module, optimizer, scheduler, scale
         "partitionings": [{"name": p.name, "text": p.to_text()} for p in partitionings],
         "history": json.dumps(history),
         "best_val_loss": best,
+        "validation": json.dumps(validation),  # how the validation set was kept apart, and its overlap figures
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -268,6 +276,7 @@ def load_checkpoint(path: str | Path) -> dict:
         raise ValueError(f"{path} is not a GeoWeb training checkpoint")
     state["config"] = json.loads(state["config"])
     state["history"] = json.loads(state["history"])
+    state["validation"] = json.loads(state.get("validation") or "null")
     state["partitionings"] = [Partitioning.from_text(p["text"], name=p["name"]) for p in state["partitionings"]]
     return state
 
@@ -397,7 +406,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, *, optimizer, scaler, 
         for p, head_loss in enumerate(losses):
             loss_sums[p + 1] += head_loss.detach().double().cpu() * n
         steps += 1
-        if hasattr(batches, "set_postfix") and step % 10 == 0:
+        if hasattr(batches, "set_postfix"):
+            # Every step: loss_sums above has brought the loss to the host already, so this adds no device sync.
             batches.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
     elapsed = time.perf_counter() - started
     counts = torch.tensor([float(seen)], dtype=torch.float64)
@@ -413,8 +423,26 @@ def _resume_path(config: TrainConfig, output: Path) -> Path | None:
     return Path(config.resume) if config.resume else None
 
 
-def _datasets(config: TrainConfig, partitionings: list[Partitioning], runtime: Runtime):
-    """(training stream, validation stream) as the config asks."""
+def _say(runtime: Runtime, message: str) -> None:
+    if runtime.is_main:
+        print(message, flush=True)
+
+
+def _validation_split(config: TrainConfig) -> ValidationSplit | None:
+    """The split made while training (no --val-shards), or None when a held-out folder is given."""
+    if config.val_shards and config.val_fraction:
+        raise ValueError("give either --val-shards (a held-out folder) or --val-fraction (hold out part of the "
+                         "training shards now), not both")
+    if config.val_shards:
+        return None
+    if not config.val_fraction:
+        raise ValueError("training needs a validation set: give --val-shards, or --val-fraction to hold out part "
+                         "of the training shards")
+    return ValidationSplit(config.val_split_by, config.val_fraction, config.val_place_level)
+
+
+def _datasets(config: TrainConfig, partitionings: list[Partitioning], split: ValidationSplit | None):
+    """(training stream, validation stream, ids of the concept's images or None) as the config asks."""
     keep_ids = None
     if config.concept:
         if not config.scene_labels:
@@ -426,12 +454,58 @@ def _datasets(config: TrainConfig, partitionings: list[Partitioning], runtime: R
                             transform=None if config.gpu_decode else train_transform(config.crop_size,
                                                                                       config.crop_scale),
                             shuffle=True, shuffle_buffer=config.shuffle_buffer, keep_ids=keep_ids,
-                            encoded=config.gpu_decode)
-    # Validation runs on the main process over the whole held-out set, whatever the world size.
-    val_set = ShardStream(config.val_shards, partitionings=partitionings, shuffle=False, rank=0, world_size=1,
+                            select=SplitSide(split, held_out=False) if split else None, encoded=config.gpu_decode)
+    # Validation runs on the main process over the whole held-out set, whatever the world size. Split while
+    # training, it is the held-out side of the training shards (of the concept's images, for an ISN).
+    val_set = ShardStream(config.val_shards or config.train_shards, partitionings=partitionings, shuffle=False,
+                          rank=0, world_size=1, keep_ids=keep_ids if split else None,
+                          select=SplitSide(split, held_out=True) if split else None,
                           transform=None if config.gpu_decode else eval_transform(config.crop_size),
                           encoded=config.gpu_decode)
-    return train_set, val_set
+    return train_set, val_set, keep_ids
+
+
+def check_validation_set(config: TrainConfig, split: ValidationSplit | None, keep_ids: set[str] | None) -> dict:
+    """How the validation set is kept apart from the training set, with its overlap figures (for the checkpoint
+    and the model card). A validation image that is also a training image is refused unless allow_overlap."""
+    def trained_on(sample) -> bool:
+        return keep_ids is None or sample.id in keep_ids
+
+    if split is not None:
+        held = [s for s in read_samples(config.train_shards) if trained_on(s)
+                and split.holds_out(s.id, s.author, s.lat, s.lon)]
+        training = (s for s in read_samples(config.train_shards) if trained_on(s)
+                    and not split.holds_out(s.id, s.author, s.lat, s.lon))
+        protocol = f"{split.describe()} from the training shards"
+    else:
+        held = list(read_samples(config.val_shards))
+        training = (s for s in read_samples(config.train_shards) if trained_on(s))
+        protocol = f"a separate shard folder ({Path(config.val_shards).name})"
+    overlap = find_overlap(held, training)
+    if overlap.shared_ids and not config.allow_overlap:
+        raise ValueError(f"{overlap.shared_ids} of the {overlap.evaluated} validation images are also training "
+                         f"images (e.g. {'; '.join(overlap.examples[:2])}), so validation would score photos the "
+                         "network has seen. Use a validation set without them, or --allow-overlap to train anyway "
+                         "(the figure is then recorded with the checkpoint and on the model card).")
+    return {"protocol": protocol, "split": split.to_dict() if split else None, "overlap": overlap.to_dict(),
+            "allowed_overlap": bool(config.allow_overlap and overlap.overlapping)}
+
+
+def _check_resume(resumed: dict, path: Path, config: TrainConfig) -> None:
+    """Refuse to continue a run with another network or other classes, in a sentence rather than a size mismatch."""
+    if resumed["backbone"] != config.backbone:
+        raise ValueError(f"{path} was trained with backbone {resumed['backbone']!r}, and this run asks for "
+                         f"{config.backbone!r}: resume with --backbone {resumed['backbone']}, or start a new run in "
+                         "another --output folder.")
+    if config.partitionings:
+        given = load_partitionings(config.partitionings)
+        stored = resumed["partitionings"]
+        if [p.tokens for p in given] != [p.tokens for p in stored]:
+            raise ValueError(f"{path} was trained on partitionings of {'/'.join(str(len(p)) for p in stored)} cells "
+                             f"and the files given have {'/'.join(str(len(p)) for p in given)} cells"
+                             + (" (same sizes, other cells)" if [len(p) for p in given] == [len(p) for p in stored]
+                                else "") + ": resume with the run's own cell files, or start a new run in another "
+                             "--output folder.")
 
 
 def train(config: TrainConfig) -> dict:
@@ -448,14 +522,42 @@ def train(config: TrainConfig) -> dict:
     resumed = load_checkpoint(resume_path) if resume_path else None
 
     if resumed is not None:
+        _check_resume(resumed, resume_path, config)
         partitionings = resumed["partitionings"]
+        done = int(resumed["epoch"])
+        if done >= config.epochs:
+            _say(runtime, f"{resume_path} has already completed {done} of {config.epochs} epochs: nothing to train. "
+                          "Raise --epochs to train longer.")
+            if runtime.distributed:
+                torch.distributed.destroy_process_group()
+            history = resumed["history"]
+            return {"metrics": history[-1] if history else {}, "history": history, "last": str(output / "last.pt"),
+                    "best": str(output / "best.pt"), "metrics_csv": str(output / "metrics.csv"),
+                    "best_val_loss": resumed["best_val_loss"], "steps": [], "complete": True,
+                    "validation": resumed["validation"]}
+        _say(runtime, f"resumed from epoch {done} ({resume_path}): training epochs {done + 1} to {config.epochs}")
     else:
         partitionings = load_partitionings(config.partitionings)
     num_classes = [len(p) for p in partitionings]
     parents = torch.as_tensor(parent_matrix(partitionings) if len(partitionings) > 1
                               else np.arange(num_classes[0])[:, None])
     seed_everything(config.seed + runtime.rank)
-    train_set, val_set = _datasets(config, partitionings, runtime)
+    split = _validation_split(config)
+    train_set, val_set, keep_ids = _datasets(config, partitionings, split)
+    if train_set.usable_samples() == 0:
+        raise ValueError(f"{config.train_shards}: no training image has a class in every partitioning"
+                         + (f" and belongs to concept {config.concept!r}" if config.concept else "")
+                         + (" and is on the training side of the split" if split else "") + ": nothing to train on.")
+    if val_set.usable_samples() == 0:
+        raise ValueError("the validation set is empty" + (
+            f": {split.describe()} left no image on the validation side. Raise --val-fraction or give --val-shards."
+            if split else f": {config.val_shards} holds no image with a class in every partitioning, so the "
+            "validation figures would mean nothing."))
+    validation = check_validation_set(config, split, keep_ids)
+    overlap = validation["overlap"]
+    _say(runtime, f"validation: {overlap['evaluated']} images, {validation['protocol']}; "
+                  f"{overlap['overlapping']} are training photos by id or (author, coordinate), "
+                  f"{overlap['shared_authors']} have an author with training photos")
 
     model = GeoNetwork(config.backbone, num_classes,
                        pretrained_path=config.pretrained if resumed is None else None)
@@ -510,7 +612,8 @@ def train(config: TrainConfig) -> dict:
             if improved:
                 best = row["val_loss"]
             save = dict(model=raw_model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, epoch=epoch + 1,
-                        config=config, partitionings=partitionings, history=history, best=best)
+                        config=config, partitionings=partitionings, history=history, best=best,
+                        validation=validation)
             save_checkpoint(output / "last.pt", **save)
             if improved:
                 save_checkpoint(output / "best.pt", **save)
@@ -519,7 +622,7 @@ def train(config: TrainConfig) -> dict:
             torch.distributed.barrier()
     result = {"metrics": last, "history": history, "last": str(output / "last.pt"),
               "best": str(output / "best.pt"), "metrics_csv": str(metrics_path), "best_val_loss": best,
-              "steps": steps_run}
+              "steps": steps_run, "validation": validation}
     if runtime.distributed:
         torch.distributed.destroy_process_group()
     return result
