@@ -95,6 +95,8 @@ def _model_card_text(name: str, untrained: bool, card: dict, config: dict) -> st
                 lines.append(f"- {dataset}: {values}")
     else:
         lines.append(str(accuracy) if accuracy else "not measured")
+    for title, section in card.get("sections") or []:  # predictor.ml.train.card: protocol, overlap, spread
+        lines += ["", f"## {title}", "", *section]
     if card.get("notes"):
         lines += ["", "## Notes", "", str(card["notes"])]
     return "\n".join(lines) + "\n"
@@ -113,8 +115,9 @@ def write_partitionings(path: Path, names: list[str], partitionings: list[Partit
 def save_bundle(path: str | Path, *, name: str, networks: dict[str, GeoNetwork], partitionings: list[Partitioning],
                 scene_network: GeoNetwork, scene_mapping, model_card: dict | None = None,
                 crops: CropSpec | None = None, untrained: bool = False, partitioning_names: list[str] | None = None,
-                overwrite: bool = False) -> Path:
-    """Write a bundle directory. `scene_mapping` is a `predictor.ml.scenes.SceneMapping`."""
+                overwrite: bool = False, training: dict | None = None, scene_untrained: bool = False) -> Path:
+    """Write a bundle directory. `scene_mapping` is a `predictor.ml.scenes.SceneMapping`; `training` (how it was
+    trained: crops, validation, data; see predictor.ml.train.card) is kept in config.json as it is."""
     if not NAME_PATTERN.match(name):
         raise BundleError(f"bundle name {name!r}: use letters, digits, '.', '_' or '-' (at most 64 characters)")
     path = Path(path)
@@ -158,9 +161,12 @@ def save_bundle(path: str | Path, *, name: str, networks: dict[str, GeoNetwork],
         "concepts": list(isn.concepts), "networks": network_files, "partitionings": partitioning_entries,
         "input": crops.to_config(),
         "scene": {"backbone": scene_network.backbone, "num_classes": 365, "weights": "weights/scene.safetensors",
-                  "mapping": "scene/places365_s3.csv", "input": "whole photo resized to a square"},
+                  "mapping": "scene/places365_s3.csv", "input": "whole photo resized to a square",
+                  "untrained": bool(untrained or scene_untrained)},
         "model_card": MODEL_CARD,
     }
+    if training is not None:
+        config["training"] = training
     (path / MODEL_CARD).write_text(_model_card_text(name, untrained, model_card, config), encoding="utf-8")
     config["files"] = {rel: _sha256(path / rel) for rel in sorted(
         str(p.relative_to(path)) for p in path.rglob("*") if p.is_file() and p.name != CONFIG)}
@@ -174,7 +180,8 @@ def save_model(path: str | Path, model: GeoModel, *, model_card: dict | None = N
     return save_bundle(path, name=name or model.name, networks=dict(model.isn.networks.items()),
                        partitionings=model.partitionings, scene_network=model.scene.network,
                        scene_mapping=model.scene_mapping, model_card=model_card or {}, crops=model.crops,
-                       untrained=model.untrained, partitioning_names=model.partitioning_names, overwrite=overwrite)
+                       untrained=model.untrained, partitioning_names=model.partitioning_names, overwrite=overwrite,
+                       training=model.config.get("training"), scene_untrained=model.scene_untrained)
 
 
 # --- reading ------------------------------------------------------------------------------------------------------

@@ -430,4 +430,5 @@ class InferenceEngine:
             argmax[name] = (float(partitioning.lat[best]), float(partitioning.lon[best]))
         lat, lon = argmax[HIERARCHY]
         return Prediction(model_name=model.name, untrained=model.untrained, scene=scene, top_cells=top_cells,
-                          argmax=argmax, lat=lat, lon=lon, confidence=float(decoded.confidence[row]))
+                          argmax=argmax, lat=lat, lon=lon, confidence=float(decoded.confidence[row]),
+                          scene_untrained=bool(getattr(model, "scene_untrained", model.untrained)))

@@ -40,6 +40,11 @@ class GeoModel:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
+    def scene_untrained(self) -> bool:
+        """The scene classifier has random weights (so has the ISN routing), even if the geo networks are trained."""
+        return self.untrained or bool((self.config.get("scene") or {}).get("untrained", False))
+
+    @property
     def partitioning_names(self) -> list[str]:
         return [p.name for p in self.partitionings]
 

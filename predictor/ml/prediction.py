@@ -41,6 +41,7 @@ class Prediction:
     lon: float
     confidence: float  # probability mass within 25 km of the estimate (prediction density), 0..1
     timings_ms: dict[str, float] = field(default_factory=dict)
+    scene_untrained: bool = False  # the scene classifier has random weights: scene and ISN routing are meaningless
     cam: np.ndarray | None = field(default=None, repr=False)  # HxW float32 in 0..1 over the input image
     # CAMs of the top cells when asked for: (partitioning name, class index) -> HxW like `cam`. Cells of HIERARCHY
     # are cells of the finest partitioning and use its key.

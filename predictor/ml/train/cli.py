@@ -34,7 +34,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gamma", type=float, default=0.5)
     parser.add_argument("--crop-size", type=int, default=224)
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers per process")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default=None,
+                        help="auto (a GPU when PyTorch sees one, else the CPU), cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--gpu-decode", action="store_true", help="decode JPEGs on the GPU (nvJPEG)")
@@ -56,7 +57,7 @@ def config_from_options(options: dict) -> TrainConfig:
         pretrained=options.get("pretrained"), epochs=options["epochs"], batch_size=options["batch_size"],
         lr=options["lr"], momentum=options["momentum"], weight_decay=options["weight_decay"],
         milestones=tuple(options["milestones"]), gamma=options["gamma"], crop_size=options["crop_size"],
-        workers=options["workers"], device=options["device"], precision=options["precision"],
+        workers=options["workers"], device=options["device"] or "auto", precision=options["precision"],
         compile=options["compile"], gpu_decode=options["gpu_decode"], concept=options.get("concept"),
         scene_labels=options.get("scene_labels"), scene_min_probability=options["scene_min_probability"],
         seed=options["seed"], resume=options.get("resume"), max_steps_per_epoch=options.get("max_steps_per_epoch"),

@@ -178,11 +178,11 @@ class Overlap:
     overlapping: int = 0  # evaluated photos that are training photos by id or by (author, coordinate)
     examples: list[str] = field(default_factory=list)
 
-    def summary(self) -> str:
+    def summary(self, compared_with: str = "training images") -> str:
         parts = [f"{self.shared_ids} share an image id", f"{self.shared_shots} share author and coordinate",
                  f"{self.shared_authors} have an author with training photos"]
         text = (f"{self.overlapping} of {self.evaluated} are training photos (compared with {self.training} "
-                f"training images: {', '.join(parts)})")
+                f"{compared_with}: {', '.join(parts)})")
         if self.without_author:
             text += f"; {self.without_author} have no known author, so only their ids were compared"
         return text

@@ -29,7 +29,7 @@ from predictor.ml.network import GeoNetwork
 from predictor.ml.partitions import Partitioning, parent_matrix
 from predictor.ml.train.holdout import (DEFAULT_PLACE_LEVEL, SplitSide, ValidationSplit, find_overlap,
                                         read_samples)
-from predictor.ml.train.shards import (ShardStream, collate_samples, decode_batch, eval_transform,
+from predictor.ml.train.shards import (ShardStream, collate_samples, decode_batch, eval_transform, read_index,
                                        train_transform)
 
 CHECKPOINT_FORMAT = "geoweb-train-checkpoint/1"
@@ -175,6 +175,7 @@ class GeoAccuracy:
         self.correct = np.zeros(len(partitionings))
         self.distances: dict[str, list[np.ndarray]] = {n: [] for n in [*self.names, HIERARCHY]}
         self.count = 0
+        self.fine_predictions: list[np.ndarray] = []  # the f* cell of every image, to see a collapse
 
     def add(self, logits: list[torch.Tensor], targets: torch.Tensor, lats: torch.Tensor, lons: torch.Tensor):
         logits = [t.float().cpu() for t in logits]
@@ -190,6 +191,7 @@ class GeoAccuracy:
             probabilities.append(torch.softmax(head, dim=1))
         fine = hierarchical_probabilities(probabilities, self.parents).argmax(dim=1)
         self._distances(HIERARCHY, self.cell_lat[-1][fine], self.cell_lon[-1][fine], lats, lons)
+        self.fine_predictions.append(fine.numpy())
 
     def _distances(self, name, plat, plon, lats, lons):
         self.distances[name].append(np.asarray(great_circle_km(plat.numpy(), plon.numpy(), lats.numpy(),
@@ -209,6 +211,10 @@ class GeoAccuracy:
                 out[f"{prefix}_acc{int(threshold)}km_{name}"] = value
             out[f"{prefix}_median_km_{name}"] = float(np.median(distances)) if distances.size else float("nan")
         out[f"{prefix}_images"] = self.count
+        fine = np.concatenate(self.fine_predictions) if self.fine_predictions else np.zeros(0, dtype=np.int64)
+        counts = np.bincount(fine) if fine.size else np.zeros(1)
+        out[f"{prefix}_distinct_cells_{HIERARCHY}"] = int(np.count_nonzero(counts))
+        out[f"{prefix}_top_cell_share_{HIERARCHY}"] = float(counts.max() / fine.size) if fine.size else float("nan")
         return out
 
 
@@ -480,7 +486,9 @@ def check_validation_set(config: TrainConfig, split: ValidationSplit | None, kee
     else:
         held = list(read_samples(config.val_shards))
         training = (s for s in read_samples(config.train_shards) if trained_on(s))
-        protocol = f"a separate shard folder ({Path(config.val_shards).name})"
+        made = read_index(config.val_shards).get("split") or {}
+        protocol = (f"{made['description']} by preprocess_images ({config.val_shards})" if made.get("description")
+                    else f"a separate shard folder ({config.val_shards})")
     overlap = find_overlap(held, training)
     if overlap.shared_ids and not config.allow_overlap:
         raise ValueError(f"{overlap.shared_ids} of the {overlap.evaluated} validation images are also training "

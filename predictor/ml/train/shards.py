@@ -537,12 +537,24 @@ class SplitReport:
     split: ValidationSplit
     by_kind: dict[str, int] = field(default_factory=dict)  # photos split by image / author / place
 
+    def describe(self) -> str:
+        """What the split did: `by="auto"` says whether authors were known."""
+        if self.split.by != "auto":
+            return self.split.describe()
+        kinds = {kind for kind, n in self.by_kind.items() if n}
+        if kinds == {"author"}:
+            return ValidationSplit("author", self.split.fraction).describe()
+        if kinds == {"image"}:
+            return f"{100 * self.split.fraction:g} % held out by image id (no photo had a known author)"
+        return (f"{100 * self.split.fraction:g} % held out by author ({self.by_kind.get('author', 0)} photos) and by "
+                f"image id where no author is known ({self.by_kind.get('image', 0)} photos)")
+
     def to_dict(self) -> dict:
-        return {**self.split.to_dict(), "description": self.split.describe(), "photos_by_key": dict(self.by_kind)}
+        return {**self.split.to_dict(), "description": self.describe(), "photos_by_key": dict(self.by_kind)}
 
     def summary(self) -> str:
         keys = ", ".join(f"{n} by {kind}" for kind, n in sorted(self.by_kind.items()))
-        return f"validation split: {self.split.describe()} ({keys or 'no photos'})"
+        return f"validation split: {self.describe()} ({keys or 'no photos'})"
 
 
 def preprocess_photos(photos: Iterable, output: str | Path, *, partitionings: Sequence[Partitioning] = (),
