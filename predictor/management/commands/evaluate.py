@@ -91,7 +91,7 @@ class Command(BaseCommand):
             if not Path(folder, "index.json").is_file():
                 raise CommandError(f"--train-shards {folder}: not a shard folder (no index.json)")
         return check_test_overlap(
-            options["name"] or "test set", test_samples(options["meta"]),
+            options["name"] or Path(options["meta"]).stem, test_samples(options["meta"]),
             samples_of_folders(list(folders)) if folders else None, unchecked_note=note,
             allow_overlap=options["allow_overlap"])
 

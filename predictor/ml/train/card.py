@@ -136,13 +136,13 @@ def card_sections(*, training: dict | None, crops: dict, tests: list[TestResult]
         spread_lines.append(f"- {who} (best epoch {best['epoch']}): {distinct} distinct f* cells for "
                             f"{best['val_images']} images; the most common takes {100 * share:.1f} %")
         if best["val_images"] >= 10 and share >= 0.5:
-            spread_lines.append("  WARNING: the validation predictions collapse onto one cell.")
+            spread_lines.append(f"  WARNING: the {who} predictions collapse onto one cell.")
     for test in tests:
         if test.spread is None or not test.spread.images:
             continue
         spread_lines += [f"- {test.name}: {line}" for line in test.spread.lines()]
         if test.spread.warning():
-            spread_lines.append(f"  WARNING: {test.spread.warning()}.")
+            spread_lines.append(f"  WARNING: {test.name}: {test.spread.warning()}.")
     if spread_lines:
         sections.append(["Prediction spread and calibration", spread_lines])
 

@@ -172,14 +172,14 @@ class Overlap:
     evaluated: int  # photos in the evaluated set
     training: int  # training samples compared with
     shared_ids: int = 0  # evaluated photos whose image is in the training set
-    shared_shots: int = 0  # evaluated photos whose (author, coordinate) is in the training set
+    shared_shots: int = 0  # other evaluated photos whose (author, coordinate) is in the training set
     shared_authors: int = 0  # evaluated photos whose author also has training photos
     without_author: int = 0  # evaluated photos with no known author (only the id check applies to them)
     overlapping: int = 0  # evaluated photos that are training photos by id or by (author, coordinate)
     examples: list[str] = field(default_factory=list)
 
     def summary(self, compared_with: str = "training images") -> str:
-        parts = [f"{self.shared_ids} share an image id", f"{self.shared_shots} share author and coordinate",
+        parts = [f"{self.shared_ids} share an image id", f"{self.shared_shots} more share author and coordinate",
                  f"{self.shared_authors} have an author with training photos"]
         text = (f"{self.overlapping} of {self.evaluated} are training photos (compared with {self.training} "
                 f"{compared_with}: {', '.join(parts)})")
@@ -239,7 +239,8 @@ def find_overlap(evaluated: Iterable[Sample], training: Iterable[Sample]) -> Ove
                         examples.append(f"{evaluated[i].id}: author {author} has training image {sample.id} at "
                                         f"the same coordinate")
                 same_shot.update(hits)
-    return Overlap(evaluated=len(evaluated), training=count, shared_ids=len(same_id), shared_shots=len(same_shot),
+    return Overlap(evaluated=len(evaluated), training=count, shared_ids=len(same_id),
+                   shared_shots=len(same_shot - same_id),
                    shared_authors=len(same_author), without_author=without_author,
                    overlapping=len(same_id | same_shot), examples=examples)
 
