@@ -108,6 +108,17 @@ def _handler(site: Site):
                 buffer = io.BytesIO()
                 Image.new("RGB", (500, 374), (200, 200, 200)).save(buffer, "PNG")
                 self._send(200, buffer.getvalue(), "image/png")
+            elif path == "/huge.jpg":
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(30 * 1024 * 1024))  # more than the door takes
+                self.end_headers()
+                self.wfile.write(site.photos["a.jpg"][:1000])
+                self.close_connection = True
+            elif path == "/many-pixels.png":
+                buffer = io.BytesIO()
+                Image.new("L", (1500, 1000), 128).save(buffer, "PNG")  # 1.5 MP: over the limit the test sets
+                self._send(200, buffer.getvalue(), "image/png")
             elif path == "/to-file.jpg":
                 self.send_response(302)
                 self.send_header("Location", "file:///etc/passwd")
@@ -152,13 +163,15 @@ def _records(folder) -> dict[str, dict]:
     return {row["id"]: row for row in rows}
 
 
-def test_every_kind_of_trouble_is_counted_and_each_photo_recorded(site, tmp_path, capsys):
+def test_every_kind_of_trouble_is_counted_and_each_photo_recorded(site, tmp_path, capsys, settings):
+    settings.UPLOAD_MAX_PIXELS = 1_000_000
     urls = tmp_path / "urls.csv"
     listed = [("ok-0", "/photos/p0.jpg", "4"), ("ok-1", "/photos/p1.jpg", "5"), ("missing", "/missing.jpg", "4"),
               ("gone", "/gone.jpg", ""), ("forbidden", "/forbidden.jpg", ""), ("slow-once", "/slow-once.jpg", ""),
               ("slow-always", "/slow-always.jpg", ""), ("flaky", "/flaky.jpg", ""), ("cut-off", "/cut-off.jpg", ""),
               ("truncated-file", "/truncated-file.jpg", ""), ("not-an-image", "/not-an-image.jpg", ""),
-              ("placeholder", "/to-placeholder.jpg", ""), ("to-file", "/to-file.jpg", "")]
+              ("placeholder", "/to-placeholder.jpg", ""), ("to-file", "/to-file.jpg", ""), ("huge", "/huge.jpg", ""),
+              ("many-pixels", "/many-pixels.png", "")]
     with open(urls, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["IMG_ID", "URL", "LAT", "LON", "AUTHOR", "license"])
@@ -169,14 +182,15 @@ def test_every_kind_of_trouble_is_counted_and_each_photo_recorded(site, tmp_path
     out = tmp_path / "mp16"
     call_command("download_images", "--urls", str(urls), "--output", str(out), *FAST, verbosity=0)
     printed = capsys.readouterr().out
-    assert "15 listed: 4 fetched, 3 missing, 3 refused, 2 corrupt, 1 failed" in printed
+    assert "17 listed: 4 fetched, 3 missing, 5 refused, 2 corrupt, 1 failed" in printed
     assert "2 bad rows skipped" in printed
 
     records = _records(out)
     status = {image_id: row["status"] for image_id, row in records.items()}
     assert status == {"ok-0": "fetched", "ok-1": "fetched", "slow-once": "fetched", "flaky": "fetched",
                       "missing": "missing", "gone": "missing", "placeholder": "missing",
-                      "forbidden": "refused", "not-an-image": "refused", "to-file": "refused",
+                      "forbidden": "refused", "not-an-image": "refused", "to-file": "refused", "huge": "refused",
+                      "many-pixels": "refused",
                       "cut-off": "corrupt", "truncated-file": "corrupt", "slow-always": "failed"}
     assert site.hits["/slow-once.jpg"] == 2 and site.hits["/flaky.jpg"] == 3  # retried, then fetched
     assert site.hits["/cut-off.jpg"] == 3 and site.hits["/slow-always.jpg"] == 3  # 1 try + 2 retries
@@ -204,7 +218,7 @@ def test_every_kind_of_trouble_is_counted_and_each_photo_recorded(site, tmp_path
     hits_before = dict(site.hits)
     call_command("download_images", "--urls", str(urls), "--output", str(out), *FAST, verbosity=0)
     printed = capsys.readouterr().out
-    assert "13 done by an earlier run" not in printed and "12 done by an earlier run" in printed
+    assert "14 done by an earlier run" in printed
     assert site.hits["/slow-always.jpg"] == hits_before["/slow-always.jpg"] + 3
     assert all(site.hits[p] == hits_before[p] for p in hits_before if p != "/slow-always.jpg")
 

@@ -416,3 +416,21 @@ def test_an_untrained_scene_classifier_is_named_on_the_card_and_warned_about_by_
     assert "the scene classifier is UNTRAINED (random weights), so the scene shown means nothing; the geolocation " \
            "networks are trained" in captured.err
     assert "24 predicted, 0 failed" in captured.out
+
+
+def test_own_geotagged_folder_to_cells_and_a_trained_run_without_any_outside_file(shared_data, tmp_path, capsys):
+    """The docs' third path: EXIF GPS photos -> shards -> cells built from the shards -> training."""
+    call_command("preprocess_images", "--source", "exif", "--images", str(shared_data / "exif-gps-samples" / "images"),
+                 "--output", str(tmp_path / "shards"), verbosity=0)
+    assert "train: 20 images" in capsys.readouterr().out  # 21 photos, one of 1x1 px
+    call_command("build_partitions", "--coords", str(tmp_path / "shards" / "train"), "--hierarchy", "--tau-min", "1",
+                 "--tau-max", "8", "4", "2", "--out-dir", str(tmp_path / "cells"), verbosity=0)
+    assert "20 coordinates from" in capsys.readouterr().out
+    cells = [str(tmp_path / "cells" / f"cells_1_{t}.csv") for t in (8, 4, 2)]
+    call_command("train", "--train-shards", str(tmp_path / "shards" / "train"), "--partitionings", *cells,
+                 "--output", str(tmp_path / "run"), "--backbone", "tiny", "--epochs", "1", "--batch-size", "8",
+                 "--crop-size", "32", "--workers", "0", "--no-progress", "--device", "cpu", "--val-fraction", "0.3",
+                 "--val-split-by", "place", "--val-place-level", "6")
+    validation = load_checkpoint(tmp_path / "run" / "last.pt")["validation"]
+    assert validation["split"] == {"by": "place", "fraction": 0.3, "place_level": 6}
+    assert validation["overlap"]["evaluated"] > 0 and validation["overlap"]["shared_ids"] == 0

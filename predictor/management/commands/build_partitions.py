@@ -2,6 +2,7 @@
 
     manage.py build_partitions --coords coords.csv --tau-min 50 --tau-max 1000 --out cells_50_1000.csv
     manage.py build_partitions --coords coords.csv --hierarchy --out-dir cells/   # coarse/middle/fine, taus scaled
+    manage.py build_partitions --coords shards/mine/train --hierarchy --out-dir cells/   # from stored photos
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ class Command(BaseCommand):
     help = "Adaptive S2 partitioning of image coordinates (Müller-Budack et al. 2018): one, or coarse/middle/fine."
 
     def add_arguments(self, parser):
-        parser.add_argument("--coords", required=True, type=Path, help="CSV with a header and lat/lon columns")
+        parser.add_argument("--coords", required=True, type=Path,
+                            help="CSV with a header and lat/lon columns, or a shard folder (its photos' coordinates)")
         parser.add_argument("--lat-col", help="latitude column, any case (default: LAT, lat or latitude)")
         parser.add_argument("--lon-col", help="longitude column, any case (default: LON, lon, lng or longitude)")
         parser.add_argument("--tau-min", type=int, help="cells with at most this many images are dropped")

@@ -133,7 +133,7 @@ def build_hierarchy(lats, lons, *, tau_min: int, tau_maxes, names=HIERARCHY_NAME
 def read_coordinates(path: str | Path, *, lat_col: str | None = None, lon_col: str | None = None,
                      skipped: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Latitude and longitude columns of a CSV with a header, matched case-insensitively (by default any of the
-    names preprocess_images knows: LAT/lat/latitude, LON/lon/lng/longitude).
+    names preprocess_images knows: LAT/lat/latitude, LON/lon/lng/longitude); or the photos of a shard folder.
 
     A bad row raises ValueError with its line number, unless `skipped` is given: then the row is left out and its
     reason appended there (a few odd rows in millions should not stop a build).
@@ -141,6 +141,15 @@ def read_coordinates(path: str | Path, *, lat_col: str | None = None, lon_col: s
     from predictor.ml.train.datasets import LAT_COLUMNS, LON_COLUMNS
 
     path = Path(path)
+    if path.is_dir():  # a shard folder: the coordinates of the photos preprocess_images stored there
+        from predictor.ml.train.holdout import read_samples
+        try:
+            samples = list(read_samples(path))
+        except (FileNotFoundError, ValueError) as error:
+            raise ValueError(f"{path}: a folder, but not a shard folder ({error})") from None
+        if not samples:
+            raise ValueError(f"{path}: no coordinates")
+        return np.array([s.lat for s in samples]), np.array([s.lon for s in samples])
     try:
         handle = path.open(newline="", encoding="utf-8-sig")
     except FileNotFoundError:
