@@ -274,7 +274,8 @@ def test_collapse_is_warned_about_by_export_and_evaluate(bursts, tmp_path, capsy
                  str(bundle), "--scene-model", str(tiny_bundle), "--test", "bursts-test", str(bursts["test_meta"]),
                  str(bursts["test_images"]), "--device", "cpu", verbosity=0)
     captured = capsys.readouterr()
-    assert "warning: bursts-test: predictions collapse: 100.0 % of the photos get the same cell" in captured.err
+    assert ("warning (prediction spread and calibration, on the card): bursts-test: predictions collapse: 24 of 24 "
+            "photos (100.0 %) get the same cell") in captured.err
     card = (bundle / "MODEL_CARD.md").read_text()
     assert "- bursts-test: distinct predicted cells: 1 for 24 photos; the most common takes 100.0 %" in card
     assert "WARNING: bursts-test: predictions collapse: 24 of 24 photos (100.0 %) get the same cell" in card

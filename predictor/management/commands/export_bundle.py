@@ -81,13 +81,11 @@ def finish(command, path: Path, report: dict, options) -> None:
             command.stdout.write(f"  {name}: {spread['distinct_cells']} distinct predicted cells for "
                                  f"{spread['images']} photos" + (f", calibration error {spread['ece']:.3f}"
                                                                  if spread["ece"] is not None else ""))
-            if spread["collapsed"]:
-                command.stderr.write(f"warning: {name}: predictions collapse: {100 * spread['top_share']:.1f} % of "
-                                     "the photos get the same cell (written on the card)")
     for title, lines in report.get("sections", []):
         for line in lines:
             if "WARNING" in line:
-                command.stderr.write(f"warning ({title.lower()}): {line.strip('- ').replace('WARNING: ', '')}")
+                command.stderr.write(f"warning ({title.lower()}, on the card): "
+                                     f"{line.strip('- ').replace('WARNING: ', '')}")
     if options["install"]:
         from predictor import registry
         installed = registry.install_bundle(path, activate=True, replace=options["overwrite"])

@@ -59,6 +59,7 @@ def training_record(checkpoints: dict[str, dict]) -> dict:
         config = state["config"]
         networks[concept] = {
             "backbone": state["backbone"], "epochs_trained": int(state["epoch"]),
+            "epochs_planned": int(config.get("epochs", state["epoch"])),
             "concept": config.get("concept"), "train_shards": config.get("train_shards"),
             "val_shards": config.get("val_shards"), "crop_size": int(config.get("crop_size", 224)),
             "crop_scale": list(config.get("crop_scale", (0.66, 1.0))),
@@ -93,8 +94,10 @@ def card_sections(*, training: dict | None, crops: dict, tests: list[TestResult]
         for concept, network in training["networks"].items():
             who = "" if concept == "base" else f"ISN {concept}: "
             scale = network["crop_scale"]
-            epochs = network["epochs_trained"]
-            protocol.append(f"- {who}trained {epochs} epoch{'' if epochs == 1 else 's'} on "
+            epochs, planned = network["epochs_trained"], network.get("epochs_planned", network["epochs_trained"])
+            protocol.append(f"- {who}trained {epochs} epoch{'' if epochs == 1 else 's'}"
+                            + (f" (the checkpoint with the lowest validation loss of a {planned}-epoch run)"
+                               if planned != epochs else "") + " on "
                             f"{network['train_images'] or 'an unrecorded number of'} images, {network['backbone']}, "
                             f"RandomResizedCrop {network['crop_size']} px (scale {scale[0]:g}–{scale[1]:g}) and "
                             f"horizontal flip of shards with a {TRAIN_SHORT_SIDE} px shorter side")
