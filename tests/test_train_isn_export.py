@@ -136,7 +136,8 @@ def test_isn_export_takes_each_checkpoints_own_concept_and_refuses_the_wrong_one
                  f"natural={checkpoints['natural']}", "--name", "isn-any-order", "--output", str(tmp_path / "ok"),
                  *common, verbosity=0)
     card = (tmp_path / "ok" / "MODEL_CARD.md").read_text()
-    assert re.search(r"- ISN natural: trained [12] epochs? (\(the checkpoint .* of a 2-epoch run\) )?on \d+ images, tiny", card)
+    assert re.search(r"- ISN natural: trained [12] epochs? (\(the checkpoint .* of a 2-epoch run\) )?on \d+ images, "
+                     r"tiny", card)
     assert "Scene classifier: UNTRAINED (scene classifier copied from bundle 'tiny-untrained'" in card
     with pytest.raises(CommandError, match=rf"{checkpoints['urban']} was trained for the 'urban' concept, not "
                                            "'natural': give it as urban="):

@@ -9,6 +9,7 @@ sections. Both are plain data, so bundle.py only writes them.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 from predictor.ml.evaluation import PredictionSpread
@@ -52,6 +53,11 @@ def serving_crop(crops: dict) -> str:
             "the crops")
 
 
+def _absolute(folder: str | None) -> str | None:
+    # Training commands are given paths relative to where they ran; evaluate may run anywhere later.
+    return os.path.abspath(folder) if folder else None
+
+
 def training_record(checkpoints: dict[str, dict]) -> dict:
     """config.json's `training` entry from loaded training checkpoints ({"base": state} or {concept: state})."""
     networks = {}
@@ -60,8 +66,8 @@ def training_record(checkpoints: dict[str, dict]) -> dict:
         networks[concept] = {
             "backbone": state["backbone"], "epochs_trained": int(state["epoch"]),
             "epochs_planned": int(config.get("epochs", state["epoch"])),
-            "concept": config.get("concept"), "train_shards": config.get("train_shards"),
-            "val_shards": config.get("val_shards"), "crop_size": int(config.get("crop_size", 224)),
+            "concept": config.get("concept"), "train_shards": _absolute(config.get("train_shards")),
+            "val_shards": _absolute(config.get("val_shards")), "crop_size": int(config.get("crop_size", 224)),
             "crop_scale": list(config.get("crop_scale", (0.66, 1.0))),
             "train_images": int(state["history"][-1]["train_images"]) if state["history"] else None,
             "validation": state.get("validation"),
@@ -79,7 +85,8 @@ def _validation_lines(concept: str, network: dict) -> list[str]:
         return [f"- {who}validation: how it was kept apart from the training data was not recorded (a checkpoint "
                 "from before this was recorded)"]
     overlap = Overlap.from_dict(validation["overlap"])
-    line = (f"- {who}validation: {validation['protocol']}; {validation_crop(network['crop_size'])}; {overlap.summary()}")
+    line = (f"- {who}validation: {validation['protocol']}; {validation_crop(network['crop_size'])}; "
+            f"{overlap.summary()}")
     if validation.get("allowed_overlap"):
         line += " ALLOWED with --allow-overlap: the validation figures include photos the network was trained on."
     return [line]
