@@ -28,11 +28,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from predictor.ml.backends import make_engine  # noqa: E402
-from predictor.ml.bundle import _tiny_partitionings, load_bundle  # noqa: E402
+from predictor.ml.engine import InferenceEngine  # noqa: E402
 from predictor.ml.geoclip import build_vision_tower, read_wheel, save_geoclip_bundle  # noqa: E402
+from predictor.ml.kinds import load_bundle  # noqa: E402
 from predictor.ml.network import GeoNetwork  # noqa: E402
-from predictor.ml.partitions import Partitioning  # noqa: E402
+from predictor.ml.partitions import Partitioning, tiny_partitionings  # noqa: E402
 from predictor.ml.scenes import SceneMapping  # noqa: E402
 
 # openai/clip-vit-large-patch14's vision tower: the shape GeoCLIP runs on.
@@ -55,7 +55,7 @@ def build(folder: Path, cells: Path | None) -> Path:
     if cells is not None:
         partitionings = [Partitioning.from_csv(cells / f"cells_50_{t}.csv") for t in (5000, 2000, 1000)]
     else:
-        partitionings = _tiny_partitionings(0)
+        partitionings = tiny_partitionings(0)
     vision = build_vision_tower(VIT_L14)
     return save_geoclip_bundle(folder / "geoclip-bench", name="geoclip-bench", release=read_wheel(WHEEL),
                                vision_config=VIT_L14, vision_state=vision.state_dict(), partitionings=partitionings,
@@ -89,8 +89,8 @@ def main() -> None:
     print("| batch | images/s | peak GPU memory |")
     print("|---|---|---|")
     for batch in sizes:
-        engine = make_engine(model, device=args.device, max_batch_size=batch, max_wait_ms=20,
-                             compile=args.compile, **({"batch_buckets": (batch,)} if args.compile else {}))
+        engine = InferenceEngine(model, device=args.device, max_batch_size=batch, max_wait_ms=20,
+                                 compile=args.compile, **({"batch_buckets": (batch,)} if args.compile else {}))
         try:
             blobs = photos(args.images or max(8, 4 * batch), (width, height))
             engine.predict_many(blobs[:batch])  # warm-up (and compilation)
@@ -105,7 +105,7 @@ def main() -> None:
             print(f"| {batch} | {len(blobs) / elapsed:.1f} | {memory} |" + (f" ({failed} failed)" if failed else ""))
         finally:
             engine.close()
-    engine = make_engine(model, device=args.device, max_batch_size=1, max_wait_ms=0)
+    engine = InferenceEngine(model, device=args.device, max_batch_size=1, max_wait_ms=0)
     try:
         blob = photos(1, (width, height))
         engine.predict_many(blob)

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from predictor.ml.bundle import random_model  # noqa: E402
+from predictor.ml.isn import random_model  # noqa: E402
 from predictor.ml.engine import InferenceEngine, resolve_device  # noqa: E402
 from predictor.ml.partitions import Partitioning  # noqa: E402
 
@@ -53,9 +53,9 @@ def load_partitionings(source: str) -> list[Partitioning]:
             raise SystemExit(f"{PAPER_CELLS} not found: pass --cells tiny")
         return [Partitioning.from_csv(PAPER_CELLS / f"cells_50_{t}.csv", name=n)
                 for t, n in ((5000, "coarse"), (2000, "middle"), (1000, "fine"))]
-    from predictor.ml.bundle import _tiny_partitionings
+    from predictor.ml.partitions import tiny_partitionings
 
-    return _tiny_partitionings(0)
+    return tiny_partitionings(0)
 
 
 def sync(device: torch.device) -> None:

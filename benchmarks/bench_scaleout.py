@@ -85,7 +85,7 @@ def prepare_django(*, database_url: str, redis_url: str, data_dir: Path, model_d
     from django.test import Client
 
     from predictor import policy, registry
-    from predictor.ml.bundle import make_tiny_bundle
+    from predictor.ml.isn import make_tiny_bundle
     from tests.game_factories import make_playable
 
     call_command("migrate", verbosity=0)

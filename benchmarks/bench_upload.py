@@ -75,7 +75,7 @@ from pathlib import Path
 from django.contrib.auth import get_user_model, SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
 from predictor import policy, registry
-from predictor.ml.bundle import make_tiny_bundle
+from predictor.ml.isn import make_tiny_bundle
 bundle = {bundle!r} or str(make_tiny_bundle(Path({str(data_dir)!r}) / "tiny-build"))
 registry.install_bundle(bundle, replace=True)
 User = get_user_model()

@@ -97,13 +97,13 @@ def run_recompute(*, job_id: int) -> RecomputeJob:
 
 def _bundle_engine(name: str):
     """An engine of its own on an installed bundle that is not the active model (closed when the job ends)."""
-    from predictor.ml.backends import make_engine
-    from predictor.ml.bundle import load_bundle
+    from predictor.ml.engine import InferenceEngine
+    from predictor.ml.kinds import load_bundle
 
     device = inference.inference_device()
     model = load_bundle(registry.model_dir() / name, device=device)
-    return make_engine(model, device=device, max_batch_size=settings.ENGINE_MAX_BATCH,
-                       max_wait_ms=settings.ENGINE_MAX_WAIT_MS), model
+    return InferenceEngine(model, device=device, max_batch_size=settings.ENGINE_MAX_BATCH,
+                           max_wait_ms=settings.ENGINE_MAX_WAIT_MS), model
 
 
 def _run_batches(job: RecomputeJob, engine, model) -> RecomputeJob:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from predictor.ml.geodesy import great_circle_km
+from predictor.ml.geodesy import great_circle_km, valid_coordinates
 
 MAX_SCORE = 5000
 # GeoGuessr's world-map size ("maxErrorDistance"); the score falls by e every 1491.7 km.
@@ -28,5 +28,4 @@ def error_km(*, true_lat: float, true_lon: float, lat: float, lon: float) -> flo
 def valid_coordinate(lat: float, lon: float) -> bool:
     """True for a finite latitude in [-90, 90] and longitude in [-180, 180]."""
     return (isinstance(lat, (int, float)) and isinstance(lon, (int, float)) and not isinstance(lat, bool)
-            and not isinstance(lon, bool) and math.isfinite(lat) and math.isfinite(lon)
-            and -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0)
+            and not isinstance(lon, bool) and valid_coordinates(lat, lon))

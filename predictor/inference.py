@@ -7,6 +7,9 @@ from pathlib import Path
 
 from django.conf import settings
 
+from predictor.ml.engine import InferenceEngine
+from predictor.ml.kinds import load_bundle
+
 ENGINE_TOP_K = 100
 
 _lock = threading.Lock()
@@ -50,15 +53,12 @@ def get_engine():
         raise NoActiveModel("No model is installed. Run `manage.py ensure_demo_model` or `manage.py install_model`.")
     with _lock:
         if _engine is None or _engine_path != Path(path):
-            from predictor.ml.backends import make_engine
-            from predictor.ml.bundle import load_bundle
-
             device = inference_device()
             model = load_bundle(path, device=device)
             # The heat map shows up to this many cells per partitioning; the engine's default ten is too few.
-            engine = make_engine(model, device=device, max_batch_size=settings.ENGINE_MAX_BATCH,
-                                 max_wait_ms=settings.ENGINE_MAX_WAIT_MS, top_k=ENGINE_TOP_K,
-                                 compile=settings.ENGINE_COMPILE)
+            engine = InferenceEngine(model, device=device, max_batch_size=settings.ENGINE_MAX_BATCH,
+                                     max_wait_ms=settings.ENGINE_MAX_WAIT_MS, top_k=ENGINE_TOP_K,
+                                     compile=settings.ENGINE_COMPILE)
             if _engine is not None:
                 _engine.close()
             _engine, _engine_model, _engine_path = engine, model, Path(path)
@@ -66,7 +66,7 @@ def get_engine():
 
 
 def get_model():
-    """The GeoModel behind `get_engine()` (name, untrained flag, partitionings)."""
+    """The model behind `get_engine()` (a `predictor.ml.model.GeoModel`: name, untrained flag, partitionings)."""
     get_engine()
     return _engine_model
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from predictor.ml.bundle import CONFIG, NAME_PATTERN, BundleError, extract_archive, is_archive, verify_bundle
+from predictor.ml.bundle import CONFIG, NAME_PATTERN, BundleError, extract_archive, is_archive
+from predictor.ml.kinds import verify_bundle
 
 ACTIVE_FILE = "ACTIVE"
 MAX_DOWNLOAD_BYTES = 8 * 1024 ** 3

@@ -19,7 +19,8 @@ from django.utils import timezone
 
 from core import images
 from predictor import events, granularity, policy
-from predictor.ml.prediction import HIERARCHY
+from predictor.ml.model import ActivationMaps
+from predictor.ml.prediction import ATTENTION_MAP, HIERARCHY
 from predictor.models import Analysis, UploadAudit
 from predictor.policy import FINE, REGION
 
@@ -233,7 +234,9 @@ def run_analyses(*, analyses: list[Analysis]) -> None:
     if not ready:
         return
     start = time.perf_counter()
-    predictions = engine.predict_many(sources, cam=True, cam_cells=max(0, settings.UPLOAD_CELL_CAMS))
+    # Maps only from a model that has them; the cam event says so for one that has none.
+    cell_cams = max(0, settings.UPLOAD_CELL_CAMS) if engine.offers(ActivationMaps) else 0
+    predictions = engine.predict_many(sources, cam=engine.offers_maps, cam_cells=cell_cams)
     batch_ms = (time.perf_counter() - start) * 1000
     for analysis, source, prediction, read in zip(ready, sources, predictions, read_ms):
         if isinstance(prediction, Exception):
@@ -359,7 +362,10 @@ def _cam_event(analysis: Analysis, photo, prediction, *, level: str, partitionin
             if key in prediction.cell_cams:
                 exposed.append((layer, cell.token, key))
     top_coarse = next(iter(prediction.top_cells.get(coarse, [])), None)
-    if level == FINE:
+    if prediction.cam_kind == ATTENTION_MAP:
+        # One map of the photo, the same whatever the cell: it shows no location, so every level gets it.
+        overall, caption = prediction.cam, "the model's attention, the same for every cell"
+    elif level == FINE:
         overall, caption = prediction.cam, "the estimate's cell"
     else:
         overall = prediction.cell_cams.get((coarse, top_coarse.class_index)) if top_coarse else None

@@ -226,9 +226,32 @@ multiprocessing.set_start_method("fork", force=True)
 
 # --- model bundles (helper MODEL) ----------------------------------------------------------------------------------
 
+# The geoclip wheel is read, never installed: `make geoclip-wheel` puts it at .cache/geoclip/ (or set
+# GEOWEB_GEOCLIP_WHEEL).
+GEOCLIP_WHEEL = Path(os.environ.get("GEOWEB_GEOCLIP_WHEEL")
+                     or Path(__file__).resolve().parents[1] / ".cache/geoclip/geoclip-1.3.0-py3-none-any.whl")
+
+
+@pytest.fixture(scope="session")
+def geoclip_wheel() -> Path:
+    if not GEOCLIP_WHEEL.is_file():
+        pytest.fail(f"GeoCLIP wheel not found at {GEOCLIP_WHEEL}: run `make geoclip-wheel` (pip download --no-deps "
+                    "geoclip==1.3.0) or set GEOWEB_GEOCLIP_WHEEL")
+    return GEOCLIP_WHEEL
+
+
+@pytest.fixture(scope="session")
+def tiny_geoclip(tmp_path_factory, geoclip_wheel) -> Path:
+    """A GeoCLIP bundle with the wheel's real location encoder and gallery (every 200th point) and a tiny random
+    CLIP tower (predictor.ml.geoclip.make_tiny_geoclip_bundle)."""
+    from predictor.ml.geoclip import make_tiny_geoclip_bundle
+
+    return make_tiny_geoclip_bundle(tmp_path_factory.mktemp("geoclip") / "geoclip-tiny", wheel=geoclip_wheel)
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
     """A tiny random-weight ISN bundle built once per session (untrained; tiny backbone, small partitionings)."""
-    from predictor.ml.bundle import make_tiny_bundle
+    from predictor.ml.isn import make_tiny_bundle
 
     return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny-untrained")

@@ -154,7 +154,7 @@ def test_distances_use_the_haversine_of_the_paper():
 
 
 def test_evaluate_command_runs_a_bundle_over_a_folder_of_images(tiny_bundle, tmp_path, capsys):
-    from predictor.ml.bundle import load_bundle
+    from predictor.ml.kinds import load_bundle
     from tests.conftest import make_jpeg
 
     images = tmp_path / "images"

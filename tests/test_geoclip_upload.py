@@ -6,13 +6,12 @@ import pytest
 from predictor import inference, registry, services, worker
 from predictor.models import Analysis
 from tests.conftest import make_jpeg
-from tests.test_model_geoclip import geoclip_wheel, tiny_geoclip  # noqa: F401 - fixtures used by name
 
 ORDER = ["scene", "partitions", "heatmap", "estimate", "cam", "done"]
 
 
 @pytest.fixture
-def active_geoclip(tiny_geoclip, settings):  # noqa: F811
+def active_geoclip(tiny_geoclip, settings):
     settings.EMBEDDED_WORKER = False
     worker.stop_embedded_worker()
     registry.install_bundle(tiny_geoclip)

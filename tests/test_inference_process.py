@@ -22,7 +22,6 @@ def test_a_forked_child_builds_its_own_engine(monkeypatch):
 
 def test_the_engine_settings_reach_the_engine(settings, tiny_bundle, monkeypatch):
     from predictor import registry
-    from predictor.ml import backends
 
     made = {}
 
@@ -30,8 +29,8 @@ def test_the_engine_settings_reach_the_engine(settings, tiny_bundle, monkeypatch
         made.update(kwargs)
         return real(model, **kwargs)
 
-    real = backends.make_engine
-    monkeypatch.setattr(backends, "make_engine", spy)
+    real = inference.InferenceEngine
+    monkeypatch.setattr(inference, "InferenceEngine", spy)
     settings.ENGINE_MAX_BATCH, settings.ENGINE_MAX_WAIT_MS, settings.ENGINE_COMPILE = 7, 3, False
     registry.install_bundle(tiny_bundle)
     inference.reset_engine()

@@ -12,7 +12,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from predictor import registry
-from predictor.ml.bundle import BundleError, load_bundle, make_tiny_bundle, save_model, verify_bundle
+from predictor.ml.bundle import BundleError
+from predictor.ml.isn import make_tiny_bundle, save_model
+from predictor.ml.kinds import load_bundle, verify_bundle
 
 
 def _copy(src, tmp_path, name="copy"):

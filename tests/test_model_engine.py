@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from predictor.ml.bundle import load_bundle
+from predictor.ml.kinds import load_bundle
 from predictor.ml.engine import InferenceEngine
 from predictor.ml.prediction import HIERARCHY, S3_CONCEPTS, Prediction
 from predictor.ml.preprocess import ImageDecodeError

@@ -1,47 +1,32 @@
-"""GeoCLIP backend: the geoclip wheel's real location encoder, image MLP and gallery with a tiny random CLIP tower.
+"""The GeoCLIP model kind: the geoclip wheel's real location encoder, image MLP and gallery with a tiny random CLIP
+tower.
 
-The wheel is read, never installed: `make geoclip-wheel` puts it at .cache/geoclip/ (or set GEOWEB_GEOCLIP_WHEEL).
+The wheel is read, never installed (fixtures `geoclip_wheel` and `tiny_geoclip` in conftest).
 """
 from __future__ import annotations
 
 import io
 import json
-import os
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from predictor.ml.backends import GALLERY, GeoCLIPEngine, make_engine
-from predictor.ml.bundle import BundleError, load_bundle, verify_bundle
-from predictor.ml.geoclip import (GeoCLIPModel, LocationEncoder, assign_gallery, equal_earth, make_tiny_geoclip_bundle,
-                                  read_wheel)
+from predictor.ml.bundle import BundleError
+from predictor.ml.engine import InferenceEngine
+from predictor.ml.geoclip import (GALLERY, GeoCLIPModel, LocationEncoder, assign_gallery, equal_earth,
+                                  make_tiny_geoclip_bundle, read_wheel)
+from predictor.ml.kinds import load_bundle, verify_bundle
+from predictor.ml.model import ActivationMaps, MissingCapability, SceneCategories, offers
 from predictor.ml.partitions import Partitioning
 from predictor.ml.prediction import HIERARCHY
-
-REPO = Path(__file__).resolve().parents[1]
-WHEEL = Path(os.environ.get("GEOWEB_GEOCLIP_WHEEL") or REPO / ".cache/geoclip/geoclip-1.3.0-py3-none-any.whl")
-
-
-@pytest.fixture(scope="session")
-def geoclip_wheel() -> Path:
-    if not WHEEL.is_file():
-        pytest.fail(f"GeoCLIP wheel not found at {WHEEL}: run `make geoclip-wheel` (pip download --no-deps "
-                    "geoclip==1.3.0) or set GEOWEB_GEOCLIP_WHEEL")
-    return WHEEL
 
 
 @pytest.fixture(scope="session")
 def release(geoclip_wheel):
     return read_wheel(geoclip_wheel)
-
-
-@pytest.fixture(scope="session")
-def tiny_geoclip(tmp_path_factory, geoclip_wheel) -> Path:
-    return make_tiny_geoclip_bundle(tmp_path_factory.mktemp("geoclip") / "geoclip-tiny", wheel=geoclip_wheel)
 
 
 def _photo(seed: int) -> bytes:
@@ -111,7 +96,7 @@ def test_damaged_geoclip_weights_are_refused(tiny_geoclip, tmp_path):
 
 def test_predictions_have_the_isn_shape_with_mass_conserved(tiny_geoclip):
     model = load_bundle(tiny_geoclip)
-    with GeoCLIPEngine(model, device="cpu", max_batch_size=4, top_k=5) as engine:
+    with InferenceEngine(model, device="cpu", max_batch_size=4, top_k=5) as engine:
         crops = torch.randn(3, 3, 224, 224)
         output = model.infer(crops, torch.randn(3, 3, 224, 224))
         for level, probabilities in enumerate(output.probabilities):
@@ -122,7 +107,13 @@ def test_predictions_have_the_isn_shape_with_mass_conserved(tiny_geoclip):
         fine = model.assignment[:, 2]
         cell = int(fine[0])
         assert torch.allclose(output.probabilities[2][:, cell], gallery[:, fine == cell].sum(dim=1), atol=1e-6)
-        results = engine.predict_many([_photo(1), _photo(2), b"not an image"], cam=True)
+        # A CLIP vision transformer has no class activation maps: asking for them is refused, not answered empty.
+        assert not engine.offers_maps and not offers(model, ActivationMaps) and offers(model, SceneCategories)
+        with pytest.raises(MissingCapability, match="geoclip-tiny .kind geoclip. gives no activation"):
+            engine.predict_many([_photo(1)], cam=True)
+        with pytest.raises(MissingCapability, match="no per-cell activation maps"):
+            engine.predict_batch([_photo(1)], cam_cells=[3])
+        results = engine.predict_many([_photo(1), _photo(2), b"not an image"])
     assert isinstance(results[2], Exception)
     for prediction in results[:2]:
         assert set(prediction.top_cells) == {"coarse", "middle", "fine", HIERARCHY}
@@ -132,15 +123,15 @@ def test_predictions_have_the_isn_shape_with_mass_conserved(tiny_geoclip):
         assert (prediction.lat, prediction.lon) == prediction.argmax[GALLERY]
         assert [prediction.lat, prediction.lon] in model.gallery.tolist()
         assert 0.0 < prediction.confidence <= 1.0
-        assert prediction.cam is None  # no activation maps for a vision transformer
+        assert prediction.cam is None and prediction.cam_kind is None
+        assert len(prediction.scene.places365_top) == 5  # the bundle's Places365 classifier names the scene
         json.dumps(prediction.to_dict())
 
 
 def test_confidence_is_the_gallery_mass_within_25_km(tiny_geoclip):
     model = load_bundle(tiny_geoclip)
-    with make_engine(model, device="cpu") as engine:
+    with InferenceEngine(model, device="cpu") as engine:
         prediction = engine.predict_many([_photo(3)])[0]
-        assert isinstance(engine, GeoCLIPEngine)
     crops, scene = _inputs(engine, _photo(3))
     gallery = model.gallery_probabilities(model.tower(crops)[0])[0].numpy()
     lat, lon = np.radians(model.gallery[:, 0].numpy()), np.radians(model.gallery[:, 1].numpy())
@@ -164,6 +155,6 @@ def test_geoclip_bundle_with_the_papers_partitionings(shared_data, geoclip_wheel
                                     gallery_every=1000)
     model = load_bundle(path)
     assert [len(p) for p in model.partitionings] == [3298, 7202, 12893]
-    with make_engine(model, device="cpu") as engine:
+    with InferenceEngine(model, device="cpu") as engine:
         prediction = engine.predict_many([_photo(4)])[0]
     assert prediction.top_cells[HIERARCHY][0].token in {p for p in model.partitionings[2].tokens}

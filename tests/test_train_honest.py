@@ -396,8 +396,9 @@ def test_progress_bars_for_training_steps_and_the_exports_test_evaluation(bursts
 
 def test_an_untrained_scene_classifier_is_named_on_the_card_and_warned_about_by_predict(bursts, tmp_path, capsys,
                                                                                        tiny_bundle):
-    from predictor.ml.bundle import load_bundle
     from predictor.ml.engine import InferenceEngine
+    from predictor.ml.isn import save_model
+    from predictor.ml.kinds import load_bundle
 
     _train(bursts, tmp_path / "run", "--val-fraction", "0.25")
     bundle = tmp_path / "bundle"
@@ -408,6 +409,9 @@ def test_an_untrained_scene_classifier_is_named_on_the_card_and_warned_about_by_
            "classifier has random weights)" in card
     model = load_bundle(bundle)
     assert not model.untrained and model.scene_untrained
+    # Saving the loaded model again (isn.save_model) keeps its training record and the scene flag.
+    again = load_bundle(save_model(tmp_path / "again", model))
+    assert again.scene_untrained and not again.untrained and again.config["training"] == model.config["training"]
     with InferenceEngine(model, max_batch_size=2) as engine:
         prediction = engine.predict_many([next(bursts["test_images"].glob("*.jpg"))])[0]
     assert prediction.scene_untrained and not prediction.untrained

@@ -80,7 +80,7 @@ def three_isns(tmp_path_factory):
 
 def test_three_isns_export_install_and_route_photos_to_their_concepts_network(three_isns, tmp_path):
     from predictor import registry
-    from predictor.ml.bundle import load_bundle
+    from predictor.ml.kinds import load_bundle
     from predictor.ml.engine import InferenceEngine
     from predictor.ml.scenes import SceneMapping
     from predictor.ml.train.loop import load_checkpoint

@@ -21,7 +21,7 @@ from tests.train_synthetic import write_csv_dataset
 
 def test_photos_to_installed_bundle_that_predicts(tmp_path, tiny_bundle, capsys):
     from predictor import registry
-    from predictor.ml.bundle import load_bundle
+    from predictor.ml.kinds import load_bundle
     from predictor.ml.engine import InferenceEngine
 
     metadata = write_csv_dataset(tmp_path / "photos", 320, seed=21)
@@ -172,7 +172,7 @@ weights: null
 
 
 def test_import_tib_lightning_checkpoint_gives_the_same_outputs(tmp_path, tiny_bundle):
-    from predictor.ml.bundle import load_bundle
+    from predictor.ml.kinds import load_bundle
     from predictor.ml.train.lightning_import import read_hparams
     from torchvision.models import resnet50
 

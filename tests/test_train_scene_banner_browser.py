@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from predictor import policy, registry
-from predictor.ml.bundle import load_bundle, save_bundle
+from predictor.ml.isn import save_bundle
+from predictor.ml.kinds import load_bundle
 from tests.conftest import browser_login
 from tests.test_upload_browser import photo_with_gps, wait_for_result
 

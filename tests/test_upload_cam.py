@@ -14,7 +14,7 @@ from django.urls import reverse
 from PIL import Image
 
 from predictor import inference, registry, services, worker
-from predictor.ml.bundle import load_bundle
+from predictor.ml.kinds import load_bundle
 from predictor.ml.cam import class_activation_map, class_activation_maps
 from predictor.ml.engine import InferenceEngine
 from predictor.ml.prediction import HIERARCHY

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from predictor import policy, registry
-from predictor.ml.bundle import load_bundle, save_model
+from predictor.ml.isn import save_model
+from predictor.ml.kinds import load_bundle
 from predictor.ml.prediction import S3_CONCEPTS
 from predictor.models import Analysis
 from tests.conftest import browser_login

@@ -1,51 +1,37 @@
-"""Model bundles: a directory (or a .tar/.tar.gz/.zip of one) holding everything needed to serve a model.
+"""Model bundles, the container: a directory (or a .tar/.tar.gz/.zip of one) holding everything needed to serve a
+model, each file checksummed in its config.json. Which kind of model a bundle holds, and how it is read, belongs to
+the kind's module and the registry (`predictor.ml.kinds`); nothing here knows any kind.
 
-Layout::
+Every bundle has::
 
-    config.json                  architecture, input/crops, partitioning names, concepts, sha256 of every file
-    MODEL_CARD.md                training data, measured accuracy, the "untrained" flag
-    partitionings/<name>.csv     the paper's cell CSV format, coarse -> fine
-    weights/geo_<concept>.safetensors   one per S3 concept (ISN), or weights/geo_base.safetensors (one network)
-    weights/scene.safetensors    Places365 scene classifier (365-way head)
-    scene/places365_s3.csv       the 365 -> S3 mapping (predictor.ml.scenes CSV format)
+    config.json            format "geoweb-bundle", format_version 1, kind, name, untrained, created,
+                           partitionings [{name, file, cells}], input (test-time crops), model_card,
+                           files {relative path: sha256} of every other file; plus what its kind needs
+    MODEL_CARD.md          training data, measured accuracy, the "untrained" flag
+    partitionings/<name>.csv   the paper's cell CSV format, coarse -> fine
 
-Weights are safetensors only; nothing in a bundle is ever unpickled.
-
-API::
-
-    save_bundle(path, *, name, networks, partitionings, scene_network, scene_mapping, model_card,
-                crops=None, untrained=False, partitioning_names=None, overwrite=False) -> Path
-        networks: {"indoor"|"natural"|"urban": GeoNetwork} or {"base": GeoNetwork}
-        model_card: {"training_data": str, "accuracy": {dataset: {threshold_km: fraction}} or str,
-                     "notes": str}  (all optional)
-    save_model(path, model: GeoModel, *, model_card=None, name=None) -> Path
-    verify_bundle(path, *, check_weights=True) -> dict (the config)      raises BundleError
-    load_bundle(path, *, device="cpu", verify=True) -> GeoModel            raises BundleError
-    make_tiny_bundle(path, *, seed=0, name="tiny-untrained") -> Path
+Weights are safetensors only; nothing in a bundle is ever unpickled. A bundle is written into a staging folder
+beside its destination and moved into place in one rename (`BundleWriter`), so a reader never sees half of one.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import tarfile
 import tempfile
+import uuid
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from .hierarchy import Hierarchy
-from .isn import BASE, ISN, SceneClassifier
-from .model import GeoModel
-from .network import GeoNetwork
-from .partitions import Partitioning, parent_matrix
-from .prediction import S3_CONCEPTS
+from .partitions import Partitioning, parent_matrix, partitioning_names
 from .preprocess import CropSpec
 
 FORMAT = "geoweb-bundle"
@@ -54,13 +40,15 @@ CONFIG = "config.json"
 MODEL_CARD = "MODEL_CARD.md"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+# What every bundle's config.json holds, whatever its kind.
+CONTAINER_KEYS = ("name", "partitionings", "input", "files")
 
 
 class BundleError(Exception):
     """A bundle is missing, malformed, corrupted or does not match its own config."""
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -68,21 +56,125 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _state_dict(network: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise BundleError(f"bundle name {name!r}: use letters, digits, '.', '_' or '-' (at most 64 characters)")
+    return name
 
 
-def _model_card_text(name: str, untrained: bool, card: dict, config: dict) -> str:
+def state_dict_shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    """{tensor name: shape} of a module (build it under `torch.device("meta")` to allocate nothing)."""
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+# --- writing --------------------------------------------------------------------------------------------------------
+
+
+class BundleWriter:
+    """Writes one bundle: files go into a staging folder beside `path`; `finish(config)` adds the checksums and
+    config.json and renames the folder into place. Leaving the `with` block without `finish` removes the staging
+    folder, so a failed save leaves nothing behind and an existing bundle stays as it was.
+    """
+
+    def __init__(self, path: str | Path, *, name: str, overwrite: bool = False):
+        self.name = check_name(name)
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise BundleError(f"{self.path} already exists")
+        self.overwrite = overwrite
+        self.root = self.path.parent / f".{self.path.name}.partial-{uuid.uuid4().hex[:8]}"
+        self._finished = False
+
+    def __enter__(self) -> "BundleWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self._finished:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def file(self, rel: str) -> Path:
+        """The staging path of `rel`, its folder created."""
+        target = self.root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def save_tensors(self, rel: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(self.file(rel)),
+                  metadata=metadata)
+        return rel
+
+    def save_module(self, rel: str, module: torch.nn.Module, metadata: dict[str, str] | None = None) -> str:
+        return self.save_tensors(rel, module.state_dict(), metadata)
+
+    def write_text(self, rel: str, text: str) -> str:
+        self.file(rel).write_text(text, encoding="utf-8")
+        return rel
+
+    def write_partitionings(self, partitionings: list[Partitioning], names: list[str] | None = None) -> list[dict]:
+        """partitionings/<name>.csv, coarse -> fine; returns config.json's `partitionings` entries."""
+        names = list(names or partitioning_names(partitionings))
+        if len(names) != len(partitionings) or len(set(names)) != len(names):
+            raise BundleError(f"partitioning names {names} must be unique, one per partitioning")
+        if len(partitionings) > 1:
+            try:
+                parent_matrix(partitionings)
+            except ValueError as error:
+                raise BundleError(str(error)) from None
+        return write_partitionings(self.root, names, partitionings)
+
+    def finish(self, *, kind: str, untrained: bool, crops: CropSpec, partitionings: list[dict], card: str,
+               **fields) -> Path:
+        """Write MODEL_CARD.md and config.json (the common keys, then the kind's `fields`) and move the bundle into
+        place. Returns its path."""
+        self.write_text(MODEL_CARD, card)
+        config = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "name": self.name,
+                  "untrained": bool(untrained), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  **fields, "partitionings": partitionings, "input": crops.to_config(), "model_card": MODEL_CARD}
+        config["files"] = {rel: file_sha256(self.root / rel) for rel in sorted(
+            str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file() and p.name != CONFIG)}
+        (self.root / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        retired = None
+        if self.path.exists():
+            if not self.overwrite:
+                raise BundleError(f"{self.path} already exists")
+            retired = self.path.parent / f".{self.path.name}.retired-{uuid.uuid4().hex[:8]}"
+            os.replace(self.path, retired)
+        os.replace(self.root, self.path)
+        self._finished = True
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
+        return self.path
+
+
+def write_partitionings(path: Path, names: list[str], partitionings: list[Partitioning]) -> list[dict]:
+    """Write each partitioning to partitionings/<name>.csv in a bundle; the config.json entries that list them."""
+    entries = []
+    for label, partitioning in zip(names, partitionings):
+        rel = f"partitionings/{label}.csv"
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        partitioning.to_csv(path / rel)
+        entries.append({"name": label, "file": rel, "cells": len(partitioning)})
+    return entries
+
+
+def model_card_text(name: str, *, untrained: bool, card: dict, config_input: dict, architecture: list[str],
+                    untrained_note: str = "random weights. Its predictions are meaningless; it exists to exercise "
+                                          "the app.",
+                    sections: list[tuple[str, list[str]]] = ()) -> str:
+    """MODEL_CARD.md of any kind: `architecture` lines from the kind, then the test-time crops, the training data,
+    the measured accuracy, the kind's further `sections` (title, lines), the card's own sections and the notes.
+
+    card: {"training_data": str, "accuracy": {dataset: {threshold_km: fraction}} or str, "notes": str,
+    "sections": [(title, [lines])]}, all optional; "sections" comes from whoever measured the model (the training
+    export's protocol, overlap, spread and untrained parts, predictor.ml.train.card).
+    """
     lines = [f"# Model card: {name}", ""]
     if untrained:
-        lines += ["**UNTRAINED**: random weights. Its predictions are meaningless; it exists to exercise the app.", ""]
-    arch = config["architecture"]
-    lines += ["## Architecture", "",
-              f"- Backbone: {arch['backbone']}, heads: {arch['num_classes']} "
-              f"({', '.join(p['name'] for p in config['partitionings'])})",
-              f"- Routing: {'ISN(M, f*, S3), one network per scene concept' if arch['routing'] == 'isn-s3' else 'one network for every photo'}",
-              f"- Scene classifier: {config['scene']['backbone']} Places365 (365 classes) -> S3",
-              f"- Test-time crops: {config['input']['crops']}, aggregation {config['input']['aggregation']}", "",
+        lines += [f"**UNTRAINED**: {untrained_note}", ""]
+    lines += ["## Architecture", "", *architecture,
+              f"- Test-time crops: {config_input['crops']}, aggregation {config_input['aggregation']}", "",
               "## Training data", "", str(card.get("training_data") or "not stated"), "",
               "## Measured accuracy", ""]
     accuracy = card.get("accuracy")
@@ -95,96 +187,15 @@ def _model_card_text(name: str, untrained: bool, card: dict, config: dict) -> st
                 lines.append(f"- {dataset}: {values}")
     else:
         lines.append(str(accuracy) if accuracy else "not measured")
-    for title, section in card.get("sections") or []:  # predictor.ml.train.card: protocol, overlap, spread
-        lines += ["", f"## {title}", "", *section]
+    # The kind's own sections, then the card's (predictor.ml.train.card: protocol, overlap, spread, untrained parts).
+    for title, body in [*sections, *(card.get("sections") or ())]:
+        lines += ["", f"## {title}", "", *body]
     if card.get("notes"):
         lines += ["", "## Notes", "", str(card["notes"])]
     return "\n".join(lines) + "\n"
 
 
-def write_partitionings(path: Path, names: list[str], partitionings: list[Partitioning]) -> list[dict]:
-    """Write each partitioning to partitionings/<name>.csv in a bundle; the config.json entries that list them."""
-    entries = []
-    for label, partitioning in zip(names, partitionings):
-        rel = f"partitionings/{label}.csv"
-        partitioning.to_csv(path / rel)
-        entries.append({"name": label, "file": rel, "cells": len(partitioning)})
-    return entries
-
-
-def save_bundle(path: str | Path, *, name: str, networks: dict[str, GeoNetwork], partitionings: list[Partitioning],
-                scene_network: GeoNetwork, scene_mapping, model_card: dict | None = None,
-                crops: CropSpec | None = None, untrained: bool = False, partitioning_names: list[str] | None = None,
-                overwrite: bool = False, training: dict | None = None, scene_untrained: bool = False) -> Path:
-    """Write a bundle directory. `scene_mapping` is a `predictor.ml.scenes.SceneMapping`; `training` (how it was
-    trained: crops, validation, data; see predictor.ml.train.card) is kept in config.json as it is."""
-    if not NAME_PATTERN.match(name):
-        raise BundleError(f"bundle name {name!r}: use letters, digits, '.', '_' or '-' (at most 64 characters)")
-    path = Path(path)
-    if path.exists():
-        if not overwrite:
-            raise BundleError(f"{path} already exists")
-        shutil.rmtree(path)
-    crops = crops or CropSpec()
-    model_card = dict(model_card or {})
-    isn = ISN(networks)  # validates the set of concepts and that the networks agree
-    sizes = [len(p) for p in partitionings]
-    if isn.num_classes != sizes:
-        raise BundleError(f"network heads {isn.num_classes} do not match the partitionings' cell counts {sizes}")
-    names = list(partitioning_names or (["coarse", "middle", "fine"] if len(partitionings) == 3
-                                         else [p.name for p in partitionings]))
-    if len(names) != len(partitionings) or len(set(names)) != len(names):
-        raise BundleError(f"partitioning names {names} must be unique, one per partitioning")
-    if len(partitionings) > 1:
-        try:
-            parent_matrix(partitionings)
-        except ValueError as error:
-            raise BundleError(str(error)) from None
-    path.mkdir(parents=True)
-    (path / "partitionings").mkdir()
-    (path / "weights").mkdir()
-    (path / "scene").mkdir()
-    network_files = {}
-    for concept in isn.concepts:
-        rel = f"weights/geo_{concept}.safetensors"
-        save_file(_state_dict(networks[concept]), str(path / rel), metadata={"concept": concept})
-        network_files[concept] = rel
-    save_file(_state_dict(scene_network), str(path / "weights/scene.safetensors"))
-    scene_mapping.to_csv(path / "scene/places365_s3.csv")
-    partitioning_entries = write_partitionings(path, names, partitionings)
-    any_net = networks[isn.concepts[0]]
-    config = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "name": name, "untrained": bool(untrained),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "architecture": {"backbone": any_net.backbone, "num_classes": any_net.num_classes,
-                         "routing": "isn-s3" if isn.routed else "single"},
-        "concepts": list(isn.concepts), "networks": network_files, "partitionings": partitioning_entries,
-        "input": crops.to_config(),
-        "scene": {"backbone": scene_network.backbone, "num_classes": 365, "weights": "weights/scene.safetensors",
-                  "mapping": "scene/places365_s3.csv", "input": "whole photo resized to a square",
-                  "untrained": bool(untrained or scene_untrained)},
-        "model_card": MODEL_CARD,
-    }
-    if training is not None:
-        config["training"] = training
-    (path / MODEL_CARD).write_text(_model_card_text(name, untrained, model_card, config), encoding="utf-8")
-    config["files"] = {rel: _sha256(path / rel) for rel in sorted(
-        str(p.relative_to(path)) for p in path.rglob("*") if p.is_file() and p.name != CONFIG)}
-    (path / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    return path
-
-
-def save_model(path: str | Path, model: GeoModel, *, model_card: dict | None = None, name: str | None = None,
-               overwrite: bool = False) -> Path:
-    """Save a loaded (or freshly trained) GeoModel as a bundle."""
-    return save_bundle(path, name=name or model.name, networks=dict(model.isn.networks.items()),
-                       partitionings=model.partitionings, scene_network=model.scene.network,
-                       scene_mapping=model.scene_mapping, model_card=model_card or {}, crops=model.crops,
-                       untrained=model.untrained, partitioning_names=model.partitioning_names, overwrite=overwrite,
-                       training=model.config.get("training"), scene_untrained=model.scene_untrained)
-
-
-# --- reading ------------------------------------------------------------------------------------------------------
+# --- reading --------------------------------------------------------------------------------------------------------
 
 def _safe_members_tar(archive: tarfile.TarFile) -> None:
     for member in archive.getmembers():
@@ -222,7 +233,22 @@ def is_archive(path: str | Path) -> bool:
     return Path(path).name.endswith(ARCHIVE_SUFFIXES)
 
 
-def _read_config(path: Path) -> dict:
+_extracted: list[tempfile.TemporaryDirectory] = []
+
+
+def bundle_directory(path: str | Path) -> Path:
+    """A bundle directory as is; an archive unpacked into a folder kept for the process's life (a model may be
+    reloaded from it)."""
+    path = Path(path)
+    if path.is_file() and is_archive(path):
+        scratch = tempfile.TemporaryDirectory(prefix="geoweb-bundle-")
+        _extracted.append(scratch)
+        return extract_archive(path, scratch.name)
+    return path
+
+
+def read_config(path: Path) -> dict:
+    """config.json of a bundle directory, with the container's keys checked (not the kind's)."""
     if not path.is_dir():
         raise BundleError(f"{path}: no such bundle directory")
     config_path = path / CONFIG
@@ -237,24 +263,47 @@ def _read_config(path: Path) -> dict:
     if config.get("format_version") != FORMAT_VERSION:
         raise BundleError(f"{config_path}: bundle format version {config.get('format_version')} is not supported "
                           f"(this code reads version {FORMAT_VERSION})")
-    for key in ("name", "architecture", "concepts", "networks", "partitionings", "input", "scene", "files"):
-        if key not in config:
-            raise BundleError(f"{config_path}: missing key {key!r}")
+    require_keys(config_path, config, CONTAINER_KEYS)
+    if not isinstance(config["files"], dict) or not isinstance(config["partitionings"], list):
+        raise BundleError(f"{config_path}: 'files' must map paths to checksums and 'partitionings' be a list")
+    for entry in config["partitionings"]:
+        if not (isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("file"), str)
+                and isinstance(entry.get("cells"), int)):
+            raise BundleError(f"{config_path}: every 'partitionings' entry needs a name, a file and a cell count, "
+                              f"not {entry!r}")
+    if not isinstance(config["input"], dict):
+        raise BundleError(f"{config_path}: 'input' must describe the test-time crops")
     return config
 
 
-def _referenced_files(config: dict) -> list[str]:
-    return ([config["networks"][c] for c in config["concepts"]] + [p["file"] for p in config["partitionings"]]
-            + [config["scene"]["weights"], config["scene"]["mapping"], config.get("model_card", MODEL_CARD)])
+def require_keys(where: Path | str, config: dict, keys) -> None:
+    for key in keys:
+        if key not in config:
+            raise BundleError(f"{where}: missing key {key!r}")
 
 
-def _expected_shapes(backbone: str, num_classes: list[int]) -> dict[str, tuple[int, ...]]:
-    with torch.device("meta"):
-        network = GeoNetwork(backbone, num_classes)
-    return {k: tuple(v.shape) for k, v in network.state_dict().items()}
+def verify_files(path: Path, config: dict, referenced: list[str]) -> None:
+    """Every file of `files` inside the bundle, present and matching its sha256; every `referenced` file (the
+    partitionings, the model card and whatever the kind names) listed there."""
+    files: dict = config["files"]
+    common = [p["file"] for p in config["partitionings"]] + [config.get("model_card", MODEL_CARD)]
+    for rel in common + list(referenced):
+        if rel not in files:
+            raise BundleError(f"{path}: {rel} is used by config.json but has no checksum in its 'files' list")
+    for rel, digest in files.items():
+        target = (path / rel).resolve()
+        if not target.is_relative_to(path.resolve()):
+            raise BundleError(f"{path}: file entry {rel!r} points outside the bundle")
+        if not target.is_file():
+            raise BundleError(f"{path}: missing file {rel}")
+        actual = file_sha256(target)
+        if actual != digest:
+            raise BundleError(f"{path}: checksum mismatch for {rel} (config.json says {digest[:12]}..., "
+                              f"the file is {actual[:12]}...): the file was changed or damaged")
 
 
-def _check_weight_shapes(path: Path, rel: str, expected: dict[str, tuple[int, ...]]) -> None:
+def check_weight_shapes(path: Path, rel: str, expected: dict[str, tuple[int, ...]]) -> None:
+    """The safetensors file `rel` holds exactly the `expected` tensor names and shapes (read from its header)."""
     try:
         with safe_open(str(path / rel), framework="pt") as handle:
             shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
@@ -272,179 +321,16 @@ def _check_weight_shapes(path: Path, rel: str, expected: dict[str, tuple[int, ..
                               f"config.json's architecture needs {list(shape)}")
 
 
-def _is_geoclip(config: dict) -> bool:
-    """GeoCLIP bundles (predictor.ml.geoclip) say so in config.json's architecture."""
-    return isinstance(config.get("architecture"), dict) and config["architecture"].get("type") == "geoclip"
-
-
-def verify_bundle(path: str | Path, *, check_weights: bool = True) -> dict:
-    """Check a bundle directory: config, every file present with its sha256, partitioning sizes, weight shapes.
-
-    Returns the config; raises `BundleError` with a message naming the first problem found.
-    """
-    path = Path(path)
-    config = _read_config(path)
-    files: dict = config["files"]
-    for rel in _referenced_files(config):
-        if rel not in files:
-            raise BundleError(f"{path}: {rel} is used by config.json but has no checksum in its 'files' list")
-    for rel, digest in files.items():
-        target = (path / rel).resolve()
-        if not target.is_relative_to(path.resolve()):
-            raise BundleError(f"{path}: file entry {rel!r} points outside the bundle")
-        if not target.is_file():
-            raise BundleError(f"{path}: missing file {rel}")
-        actual = _sha256(target)
-        if actual != digest:
-            raise BundleError(f"{path}: checksum mismatch for {rel} (config.json says {digest[:12]}..., "
-                              f"the file is {actual[:12]}...): the file was changed or damaged")
-    arch = config["architecture"]
-    num_classes = [int(n) for n in arch["num_classes"]]
-    if [int(p["cells"]) for p in config["partitionings"]] != num_classes:
-        raise BundleError(f"{path}: partitioning sizes {[p['cells'] for p in config['partitionings']]} do not "
-                          f"match the heads {num_classes}")
-    if check_weights and _is_geoclip(config):
-        from .geoclip import verify_geoclip_weights
-        verify_geoclip_weights(path, config)
-    elif check_weights:
-        try:
-            geo_shapes = _expected_shapes(arch["backbone"], num_classes)
-            scene_shapes = _expected_shapes(config["scene"]["backbone"], [365])
-        except ValueError as error:
-            raise BundleError(f"{path}: {error}") from None
-        for concept in config["concepts"]:
-            _check_weight_shapes(path, config["networks"][concept], geo_shapes)
-        _check_weight_shapes(path, config["scene"]["weights"], scene_shapes)
-    return config
-
-
-_extracted: list[tempfile.TemporaryDirectory] = []
-
-
-def load_bundle(path: str | Path, *, device: str | torch.device = "cpu", verify: bool = True) -> GeoModel:
-    """Load a bundle directory or archive onto `device`, checking it first (see `verify_bundle`)."""
-    from .scenes import SceneMapping  # GEODATA's module; imported here so network/bundle tests stay light
-
-    path = Path(path)
-    if path.is_file() and is_archive(path):
-        scratch = tempfile.TemporaryDirectory(prefix="geoweb-bundle-")
-        _extracted.append(scratch)  # kept for the process's life: the model may be reloaded from it
-        path = extract_archive(path, scratch.name)
-    config = verify_bundle(path, check_weights=True) if verify else _read_config(path)
-    if _is_geoclip(config):
-        from .geoclip import load_geoclip_bundle
-        return load_geoclip_bundle(path, config).to(device)
-    arch = config["architecture"]
-    num_classes = [int(n) for n in arch["num_classes"]]
-    try:
-        partitionings = []
-        for entry in config["partitionings"]:
-            partitioning = Partitioning.from_csv(path / entry["file"], name=entry["name"])
-            if len(partitioning) != int(entry["cells"]):
-                raise BundleError(f"{entry['file']}: {len(partitioning)} cells, config.json says {entry['cells']}")
-            partitionings.append(partitioning)
-        hierarchy = Hierarchy(partitionings)
-        networks = {}
-        for concept in config["concepts"]:
-            network = GeoNetwork(arch["backbone"], num_classes)
-            network.load_state_dict(load_file(str(path / config["networks"][concept])))
-            networks[concept] = network
-        scene_network = GeoNetwork(config["scene"]["backbone"], [365])
-        scene_network.load_state_dict(load_file(str(path / config["scene"]["weights"])))
-        mapping = SceneMapping.from_csv(path / config["scene"]["mapping"])
-        isn = ISN(networks)
-        scene = SceneClassifier(scene_network, mapping.labels, mapping.matrix)
-        crops = CropSpec.from_config(config["input"])
-    except BundleError:
-        raise
-    except (ValueError, RuntimeError, KeyError, OSError) as error:
-        raise BundleError(f"{path}: cannot load bundle: {error}") from None
-    card_path = path / config.get("model_card", MODEL_CARD)
-    model = GeoModel(name=config["name"], untrained=bool(config.get("untrained", False)),
-                     partitionings=partitionings, config=config, isn=isn, scene=scene, hierarchy=hierarchy,
-                     crops=crops, model_card=card_path.read_text(encoding="utf-8"), path=path,
-                     scene_mapping=mapping)
-    return model.to(device)
-
-
-def random_model(*, partitionings: list[Partitioning], backbone: str = "resnet50", scene_backbone: str = "resnet50",
-                 routed: bool = True, name: str = "random", crops: CropSpec | None = None, seed: int = 0,
-                 device: str | torch.device = "cpu") -> GeoModel:
-    """An untrained GeoModel of real architecture, built in memory (benchmarks, tests of full-size shapes)."""
-    from .scenes import SceneMapping
-
-    torch.manual_seed(seed)
-    sizes = [len(p) for p in partitionings]
-    concepts = S3_CONCEPTS if routed else (BASE,)
-    isn = ISN({c: GeoNetwork(backbone, sizes) for c in concepts})
-    mapping = SceneMapping.load_default()
-    scene = SceneClassifier(GeoNetwork(scene_backbone, [365]), mapping.labels, mapping.matrix)
-    model = GeoModel(name=name, untrained=True, partitionings=list(partitionings),
-                     config={"architecture": {"backbone": backbone, "num_classes": sizes,
-                                              "routing": "isn-s3" if routed else "single"}},
-                     isn=isn, scene=scene, hierarchy=Hierarchy(list(partitionings)), crops=crops or CropSpec(),
-                     scene_mapping=mapping)
-    return model.to(device)
-
-
-# --- the tiny, untrained bundle -------------------------------------------------------------------------------------
-
-# Places with many photos, so the tiny partitionings look like a (very coarse) photo distribution.
-_TINY_CENTRES = ((48.86, 2.35), (51.51, -0.13), (41.39, 2.17), (40.71, -74.01), (37.77, -122.42), (35.68, 139.69),
-                 (-33.87, 151.21), (-22.91, -43.17), (55.75, 37.62), (28.61, 77.21), (1.35, 103.82),
-                 (30.04, 31.24), (-1.29, 36.82), (19.43, -99.13), (64.15, -21.94), (-54.8, -68.3))
-
-
-def _tiny_partitionings(seed: int) -> list[Partitioning]:
-    """Nested S2 partitionings at levels 3 / 4 / 5 from pseudo-random points around a few photo hot spots."""
-    import s2sphere
-
-    rng = np.random.default_rng(seed)
-    centres = np.array(_TINY_CENTRES)
-    pick = rng.integers(0, len(centres), size=400)
-    lats = np.clip(centres[pick, 0] + rng.normal(0, 1.5, size=400), -89.0, 89.0)
-    lons = (centres[pick, 1] + rng.normal(0, 2.5, size=400) + 180.0) % 360.0 - 180.0
-    leaves = [s2sphere.CellId.from_lat_lng(s2sphere.LatLng.from_degrees(a, b)) for a, b in zip(lats, lons)]
+def read_partitionings(path: Path, config: dict) -> list[Partitioning]:
+    """The bundle's partitionings, coarse -> fine, each checked against its cell count in config.json."""
     partitionings = []
-    for name, level in (("coarse", 3), ("middle", 4), ("fine", 5)):
-        groups: dict[str, list[int]] = {}
-        for i, leaf in enumerate(leaves):
-            groups.setdefault(leaf.parent(level).to_token(), []).append(i)
-        tokens = sorted(groups)
-        lat_mean, lon_mean = [], []
-        for token in tokens:
-            members = groups[token]
-            lat_c, lon_c = float(lats[members].mean()), float(lons[members].mean())
-            cell = s2sphere.CellId.from_token(token)
-            if s2sphere.CellId.from_lat_lng(s2sphere.LatLng.from_degrees(lat_c, lon_c)).parent(level) != cell:
-                centre = cell.to_lat_lng()  # a mean outside its cell would break the parent lookup
-                lat_c, lon_c = centre.lat().degrees, centre.lng().degrees
-            lat_mean.append(lat_c)
-            lon_mean.append(lon_c)
-        partitionings.append(Partitioning(name=name, tokens=tokens, counts=[len(groups[t]) for t in tokens],
-                                          lat=lat_mean, lon=lon_mean, num_images=len(leaves)))
+    for entry in config["partitionings"]:
+        partitioning = Partitioning.from_csv(path / entry["file"], name=entry["name"])
+        if len(partitioning) != int(entry["cells"]):
+            raise BundleError(f"{entry['file']}: {len(partitioning)} cells, config.json says {entry['cells']}")
+        partitionings.append(partitioning)
     return partitionings
 
 
-def make_tiny_bundle(path: str | Path, *, seed: int = 0, name: str = "tiny-untrained") -> Path:
-    """A small random-weight ISN bundle (tiny backbone, small nested partitionings), marked untrained.
-
-    Builds in well under a second and predicts in a few milliseconds per photo on a CPU.
-    """
-    from .scenes import SceneMapping
-
-    torch_state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        partitionings = _tiny_partitionings(seed)
-        sizes = [len(p) for p in partitionings]
-        networks = {concept: GeoNetwork("tiny", sizes) for concept in S3_CONCEPTS}
-        scene_network = GeoNetwork("tiny", [365])
-    finally:
-        torch.random.set_rng_state(torch_state)
-    return save_bundle(
-        path, name=name, networks=networks, partitionings=partitionings, scene_network=scene_network,
-        scene_mapping=SceneMapping.load_default(), untrained=True, overwrite=True,
-        model_card={"training_data": "none: random weights (seed %d)" % seed, "accuracy": "not measured: untrained",
-                    "notes": "A demonstration bundle so the app runs without a trained model. Replace it with "
-                             "`manage.py install_model`."})
+def read_model_card(path: Path, config: dict) -> str:
+    return (path / config.get("model_card", MODEL_CARD)).read_text(encoding="utf-8")

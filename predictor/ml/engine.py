@@ -1,9 +1,12 @@
-"""The inference engine: one loaded model on one device, serving concurrent requests with dynamic batching.
+"""The inference engine: one loaded model of any kind on one device, serving concurrent requests with dynamic batching.
 
 A background thread gathers `submit()` calls until `max_batch_size` photos are waiting or the first has waited
 `max_wait_ms`, runs them as one batch and resolves each request's Future. A photo that cannot be decoded fails its
 own Future only. On CUDA the engine uses bf16 autocast and channels_last, decodes JPEG bytes on the GPU (nvJPEG)
-and can compile the networks with fixed batch buckets (padded), warmed up before the first request.
+and can compile the model's networks with fixed batch buckets (padded), warmed up before the first request.
+
+The engine knows models only through `predictor.ml.model.GeoModel` and asks for optional capabilities (activation
+or attention maps, scene categories, refinement) with `offers`; it never tests a model's kind.
 """
 from __future__ import annotations
 
@@ -19,14 +22,14 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
-from .cam import class_activation_maps
 from .hierarchy import HierarchyOutput
-from .model import GeoModel, ModelOutput
-from .prediction import HIERARCHY, S3_CONCEPTS, CellProbability, Prediction, SceneResult
+from .model import (CAPABILITIES, PHOTO_INPUT, ActivationMaps, AttentionMaps, GeoModel, MissingCapability,
+                    ModelOutput, RetrievalRefinement, SceneCategories, offers)
+from .prediction import (ATTENTION_MAP, CELL_MAP, HIERARCHY, S3_CONCEPTS, CellProbability, Prediction, Refined,
+                         SceneResult)
 from .preprocess import (DEFAULT_MAX_PIXELS, IMAGE_FORMATS, CropGeometry, ImageDecodeError, open_image,
                          prepare_pil, prepare_tensor)
 
@@ -87,9 +90,12 @@ class InferenceEngine:
             raise ValueError(f"precision must be fp32, bf16 or fp16, not {precision!r}")
         self.precision = precision
         self._dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self._served = self.model.served_networks()
+        # What the model offers is fixed once it is loaded; the checks are structural and cost ~20 us each.
+        self._offers = {capability: offers(self.model, capability) for capability in CAPABILITIES}
         if self.cuda:
-            self.model.isn.to(memory_format=torch.channels_last)
-            self.model.scene.to(memory_format=torch.channels_last)
+            for served in self._served:
+                served.module.to(memory_format=torch.channels_last)
         self.buckets = tuple(sorted(set(batch_buckets or DEFAULT_BUCKETS)))
         self._compiled: dict[int, torch.nn.Module] | None = None
         self._compile = compile
@@ -109,14 +115,28 @@ class InferenceEngine:
 
     # --- public API -------------------------------------------------------------------------------------------
 
+    def offers(self, capability: type) -> bool:
+        """Whether the served model has an optional capability (e.g. `ActivationMaps`, `AttentionMaps`)."""
+        if capability not in self._offers:
+            self._offers[capability] = offers(self.model, capability)
+        return self._offers[capability]
+
+    @property
+    def offers_maps(self) -> bool:
+        """Whether `cam=True` gives a map: activation maps (of the estimate's cell) or attention maps."""
+        return self.offers(ActivationMaps) or self.offers(AttentionMaps)
+
     def submit(self, image: ImageSource, *, cam: bool = False, cam_cells: int = 0) -> Future:
         """Queue one photo (PIL image, encoded bytes or a file path); the Future resolves to a `Prediction`.
 
-        `cam` adds the activation map of the estimate's cell; `cam_cells` > 0 adds `Prediction.cell_cams` for the
-        top `cam_cells` cells of every partitioning and of the hierarchy.
+        `cam` adds `Prediction.cam`: the activation map of the estimate's cell, or for models with attention maps
+        instead, where the model looked (`cam_kind` says which). `cam_cells` > 0 adds `Prediction.cell_cams` for
+        the top `cam_cells` cells of every partitioning and of the hierarchy (activation maps only). Asking a model
+        for maps it does not offer raises `MissingCapability`: check `offers_maps` / `offers(ActivationMaps)`.
         """
         if self._closed:
             raise RuntimeError("the inference engine is closed")
+        self._check_maps(cam=cam, cam_cells=cam_cells)
         request = _Request(source=image, cam=cam, cam_cells=max(0, int(cam_cells)), future=Future())
         self._queue.put(request)
         return request.future
@@ -146,6 +166,14 @@ class InferenceEngine:
 
     def __exit__(self, *exc):
         self.close()
+
+    def _check_maps(self, *, cam: bool, cam_cells: int) -> None:
+        if cam and not self.offers_maps:
+            raise MissingCapability(f"model {self.model.name} (kind {self.model.kind}) gives no activation or "
+                                    "attention maps")
+        if cam_cells and not self.offers(ActivationMaps):
+            raise MissingCapability(f"model {self.model.name} (kind {self.model.kind}) gives no per-cell "
+                                    "activation maps")
 
     # --- the serving thread -----------------------------------------------------------------------------------
 
@@ -205,6 +233,8 @@ class InferenceEngine:
                       cam_cells: int | list[int] = 0,
                       submitted: list[float] | None = None) -> list[Prediction | Exception]:
         """Run a list of photos as one batch on the calling thread (the engine thread uses this too)."""
+        self._check_maps(cam=any(cam) if isinstance(cam, list) else cam,
+                         cam_cells=max(cam_cells, default=0) if isinstance(cam_cells, list) else cam_cells)
         with torch.inference_mode():
             return self._predict_batch(sources, cam=cam, cam_cells=cam_cells, submitted=submitted)
 
@@ -227,15 +257,16 @@ class InferenceEngine:
         with self._autocast():
             output = self.model.infer(crops, scene, run=self._runner())
         decoded = self.model.hierarchy.decode(output.probabilities, top_k=self.top_k)
+        refined = self.model.refine(output, decoded) if self.offers(RetrievalRefinement) else [None] * len(ok)
         if self.cuda:
             torch.cuda.synchronize(self.device)
         model_ms = (time.perf_counter() - model_start) * 1000
         k = self.model.crops.num_crops
         for row, i in enumerate(ok):
             item: _Prepared = prepared[i]
-            prediction = self._prediction(row, output, decoded)
+            prediction = self._prediction(row, output, decoded, refined[row])
             if cams[i] or cell_counts[i]:
-                self._add_cams(prediction, crops[row * k:(row + 1) * k], int(output.concepts[row]),
+                self._add_maps(prediction, crops[row * k:(row + 1) * k], int(output.concepts[row]),
                                int(decoded.hierarchy_argmax[row]) if cams[i] else None, cell_counts[i],
                                item.geometry)
             done = time.perf_counter()
@@ -323,12 +354,19 @@ class InferenceEngine:
     # --- compiled, padded execution ---------------------------------------------------------------------------
 
     def _networks(self) -> list[torch.nn.Module]:
-        return [self.model.scene.network, *self.model.isn.networks.values()]
+        return [served.module for served in self._served]
+
+    def _input_of(self, network: torch.nn.Module) -> str:
+        return next(served.input for served in self._served if served.module is network)
+
+    def _rows_per_photo(self, network: torch.nn.Module) -> int:
+        return 1 if self._input_of(network) == PHOTO_INPUT else self.model.crops.num_crops
 
     def _compile_and_warm_up(self) -> None:
         import torch._dynamo
 
-        # Every network shares GeoNetwork.forward: each (network, bucket) is one more compiled variant of it.
+        # Networks of one class share a forward (ISN's GeoNetworks): each (network, bucket) is one more compiled
+        # variant of it.
         variants = len(self._networks()) * len(self.buckets) + 8
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, variants)
         torch._dynamo.config.accumulated_recompile_limit = max(
@@ -347,12 +385,12 @@ class InferenceEngine:
                     scene = scene.contiguous(memory_format=torch.channels_last)
                 for network in self._networks():
                     for _ in range(2):
-                        self._run_padded(network, scene if network is self.model.scene.network else crops)
+                        self._run_padded(network, scene if self._input_of(network) == PHOTO_INPUT else crops)
 
     def _run_padded(self, network: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
         """Run in chunks padded up to the compiled bucket sizes, so no new shape is ever compiled."""
         compiled = self._compiled[id(network)]
-        per_photo = 1 if network is self.model.scene.network else self.model.crops.num_crops
+        per_photo = self._rows_per_photo(network)
         sizes = [b * per_photo for b in self.buckets]
         outputs: list[list[torch.Tensor]] = []
         start = 0
@@ -376,9 +414,15 @@ class InferenceEngine:
 
     # --- results ----------------------------------------------------------------------------------------------
 
-    def _add_cams(self, prediction: Prediction, crops: torch.Tensor, concept: int, fine_class: int | None,
+    def _add_maps(self, prediction: Prediction, crops: torch.Tensor, concept: int, fine_class: int | None,
                   cells: int, geometry: CropGeometry) -> None:
-        """The estimate's CAM (fine class `fine_class`) and those of the top `cells` cells of each partitioning."""
+        """`cam` (when `fine_class` is given: the estimate's fine cell) and the maps of the top `cells` cells of each
+        partitioning, from a model with activation maps; or the attention map of a model with those instead."""
+        if not self.offers(ActivationMaps):
+            with self._autocast():
+                prediction.cam = self.model.attention_map(crops, geometry=geometry)
+            prediction.cam_kind = ATTENTION_MAP
+            return
         names = self.model.partitioning_names
         wanted: list[tuple[str, int]] = []
         if cells:
@@ -388,35 +432,26 @@ class InferenceEngine:
         if fine_class is not None:
             wanted.append((names[-1], fine_class))
         wanted = list(dict.fromkeys(wanted))  # hierarchy cells repeat the finest partitioning's
-        maps = self.class_activation_maps(crops, concept, wanted, geometry)
+        with self._autocast():
+            maps = self.model.activation_maps(crops, concept=concept, cells=wanted, geometry=geometry)
         if cells:
             prediction.cell_cams = dict(zip(wanted, maps))
         if fine_class is not None:
             prediction.cam = maps[wanted.index((names[-1], fine_class))]
+            prediction.cam_kind = CELL_MAP
 
-    def class_activation_maps(self, crops: torch.Tensor, concept: int, classes: list[tuple[str, int]],
-                              geometry: CropGeometry) -> list[np.ndarray]:
-        """CAMs of (partitioning name, class index) pairs for one photo's crops, from one pass of its network."""
-        if not classes:
-            return []
-        network = self.model.isn.network_for(concept)
-        heads = {name: head for head, name in enumerate(self.model.partitioning_names)}
-        weights = torch.stack([network.class_weights(heads[name], index) for name, index in classes])
-        with torch.inference_mode(), self._autocast():
-            features = network.features(crops)
-        return list(class_activation_maps(features.float(), weights.detach().float(), geometry))
-
-    def _prediction(self, row: int, output: ModelOutput, decoded: HierarchyOutput) -> Prediction:
+    def _prediction(self, row: int, output: ModelOutput, decoded: HierarchyOutput,
+                    refined: Refined | None = None) -> Prediction:
         model = self.model
         s3 = output.s3[row].float().cpu().numpy()
         s3 = s3 / s3.sum() if s3.sum() > 0 else s3
-        p365 = output.p365[row].float().cpu()
-        top_scene = torch.topk(p365, 5)
-        scene = SceneResult(
-            s3={c: float(s3[j]) for j, c in enumerate(S3_CONCEPTS)},
-            concept=S3_CONCEPTS[int(output.concepts[row])],
-            places365_top=[(model.scene.labels[int(j)], float(v)) for v, j in zip(top_scene.values,
-                                                                                  top_scene.indices)])
+        categories = []
+        if output.scene_probabilities is not None and self.offers(SceneCategories):
+            scores = output.scene_probabilities[row].float().cpu()
+            top_scene = torch.topk(scores, min(5, scores.shape[0]))
+            categories = [(model.scene_labels[int(j)], float(v)) for v, j in zip(top_scene.values, top_scene.indices)]
+        scene = SceneResult(s3={c: float(s3[j]) for j, c in enumerate(S3_CONCEPTS)},
+                            concept=S3_CONCEPTS[int(output.concepts[row])], places365_top=categories)
         names = model.partitioning_names + [HIERARCHY]
         cell_sources = model.partitionings + [model.partitionings[-1]]
         top_cells, argmax = {}, {}
@@ -428,7 +463,17 @@ class InferenceEngine:
                                                lon=float(partitioning.lon[j])) for v, j in zip(values, indices)]
             best = int(decoded.hierarchy_argmax[row]) if name == HIERARCHY else int(decoded.argmax[level][row])
             argmax[name] = (float(partitioning.lat[best]), float(partitioning.lon[best]))
+        for name, points in output.points.items():
+            argmax[name] = tuple(float(v) for v in points[row].tolist())
         lat, lon = argmax[HIERARCHY]
+        confidence = float(decoded.confidence[row])
+        if output.estimate is not None:  # the model's own answer (e.g. a GeoCLIP gallery point)
+            lat, lon = (float(v) for v in output.estimate[row].tolist())
+            if output.estimate_confidence is not None:
+                confidence = float(output.estimate_confidence[row])
+        if refined is not None:
+            lat, lon = refined.lat, refined.lon
+        overlays = {name: maps[row].cpu().numpy() for name, maps in output.overlays.items()}
         return Prediction(model_name=model.name, untrained=model.untrained, scene=scene, top_cells=top_cells,
-                          argmax=argmax, lat=lat, lon=lon, confidence=float(decoded.confidence[row]),
-                          scene_untrained=bool(getattr(model, "scene_untrained", model.untrained)))
+                          argmax=argmax, lat=lat, lon=lon, confidence=confidence, refined=refined, overlays=overlays,
+                          scene_untrained=bool(model.scene_untrained))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from predictor.ml.geodesy import ACCURACY_THRESHOLDS_KM, THRESHOLD_NAMES, great_circle_km
+from predictor.ml.geodesy import ACCURACY_THRESHOLDS_KM, THRESHOLD_NAMES, great_circle_km, valid_coordinates
 from predictor.ml.prediction import S3_CONCEPTS
 
 RESULTS_HEADER = ["img_id", "gt_lat", "predicted_lat", "gt_long", "predicted_long", "great_circle_distance"]
@@ -250,7 +250,7 @@ def parse_results(text: str, *, source: str = "<results>") -> ImagePredictions:
         gt_lat, pred_lat, gt_lon, pred_lon, _ = numbers
         if not all(math.isfinite(v) for v in numbers):
             raise ResultsFormatError(f"{source}:{number}: non-finite value in {line[:120]!r}")
-        if abs(gt_lat) > 90 or abs(pred_lat) > 90 or abs(gt_lon) > 180 or abs(pred_lon) > 180:
+        if not (valid_coordinates(gt_lat, gt_lon) and valid_coordinates(pred_lat, pred_lon)):
             raise ResultsFormatError(f"{source}:{number}: coordinates out of range in {line[:120]!r}")
         ids.append(img_id)
         values.append(numbers)

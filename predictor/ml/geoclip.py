@@ -1,4 +1,4 @@
-"""GeoCLIP (Vivanco Cepeda et al., NeurIPS 2023) as a second model backend behind the same interface as ISN bundles.
+"""The "geoclip" model kind: GeoCLIP (Vivanco Cepeda et al., NeurIPS 2023) behind the same interface as ISN bundles.
 
 A photo is embedded by CLIP ViT-L/14's vision tower plus a small MLP; each coordinate of a fixed GPS gallery
 (100k MP-16 locations) is embedded by a location encoder: the Equal Earth projection, then random Fourier features
@@ -8,7 +8,11 @@ gallery point belongs to exactly one cell per partitioning, so every partitionin
 what the heat map, partitions and hierarchy answer use; the estimate is GeoCLIP's own answer, the most probable
 gallery coordinate, and the confidence the gallery mass within 25 km of it.
 
-Bundle layout (config "architecture": {"type": "geoclip", ...}), besides the files of every bundle::
+The model offers scene categories (the bundle's Places365 classifier, shown and used by the safeguards, not for
+routing) and no activation maps: a vision transformer has no CAM.
+
+Bundle layout (config "kind": "geoclip", "architecture": {"type": "geoclip", ...}), besides the files of every
+bundle and the scene classifier's (as in predictor.ml.isn)::
 
     clip/vision_config.json                 transformers CLIPVisionConfig of the image tower
     weights/clip_vision.safetensors         CLIPVisionModelWithProjection state dict
@@ -26,28 +30,31 @@ import io
 import json
 import math
 import re
-import shutil
 import zipfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from .geodesy import EARTH_RADIUS_KM
+from .bundle import (BundleError, BundleWriter, check_weight_shapes, model_card_text, read_model_card,
+                     read_partitionings, require_keys, state_dict_shapes)
+from .geodesy import EARTH_RADIUS_KM, coordinates_in_range
 from .hierarchy import CONFIDENCE_RADIUS_KM, Hierarchy
-from .isn import SceneClassifier
-from .model import ModelOutput
+from .isn import (SceneClassifier, check_scene_weights, load_scene_classifier, scene_classifier_untrained,
+                  write_scene_classifier)
+from .model import CROP_INPUT, PHOTO_INPUT, ModelKind, ModelOutput, Runner, ServedNetwork
 from .network import GeoNetwork
-from .partitions import MIN_LEVEL, Partitioning, leaf_cell, parent_matrix
+from .partitions import MIN_LEVEL, Partitioning, leaf_cell, tiny_partitionings
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, CropSpec
+from .scenes import SceneMapping
 
-ARCHITECTURE = "geoclip"
+KIND = ARCHITECTURE = "geoclip"
+GALLERY = "gallery"  # Prediction.argmax key of the best gallery point (the estimate)
 WHEEL_NAME = "geoclip-1.3.0-py3-none-any.whl"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -178,24 +185,9 @@ class ImageTower(nn.Module):
         return [self.mlp(embeds)]
 
 
-class _Towers(nn.Module):
-    """What the engine reaches as `model.isn`: one network ("base") for every photo."""
-
-    def __init__(self, tower: ImageTower):
-        super().__init__()
-        self.networks = nn.ModuleDict({"base": tower})
-
-
-@dataclass
-class GeoCLIPOutput(ModelOutput):
-    gallery_best: torch.Tensor = None  # [N] index of the most probable gallery coordinate
-    gallery_best_probability: torch.Tensor = None  # [N]
-    gallery_confidence: torch.Tensor = None  # [N] gallery mass within 25 km of the best coordinate
-
-
 @dataclass(eq=False)
 class GeoCLIPModel:
-    """A loaded GeoCLIP bundle; duck-types `GeoModel` for the inference engine (see `predictor.ml.backends`)."""
+    """A loaded GeoCLIP bundle (a `predictor.ml.model.GeoModel` with scene categories, without activation maps)."""
 
     name: str
     untrained: bool
@@ -215,15 +207,24 @@ class GeoCLIPModel:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     _gallery_features: torch.Tensor | None = field(default=None, repr=False)
 
-    architecture = ARCHITECTURE
-    supports_cam = False
-
-    def __post_init__(self):
-        self.isn = _Towers(self.tower)
+    kind = KIND
 
     @property
     def partitioning_names(self) -> list[str]:
         return [p.name for p in self.partitionings]
+
+    @property
+    def scene_untrained(self) -> bool:
+        """The Places365 classifier has random weights (the scene shown and the indoor safeguard mean nothing),
+        even when the image tower is trained."""
+        return self.untrained or scene_classifier_untrained(self.config)
+
+    @property
+    def scene_labels(self) -> list[str]:
+        return self.scene.labels
+
+    def served_networks(self) -> list[ServedNetwork]:
+        return [ServedNetwork(self.scene.network, PHOTO_INPUT), ServedNetwork(self.tower, CROP_INPUT)]
 
     def to(self, device: str | torch.device) -> "GeoCLIPModel":
         device = torch.device(device)
@@ -256,25 +257,26 @@ class GeoCLIPModel:
             return torch.softmax(logits, dim=1)
 
     @torch.inference_mode()
-    def infer(self, crops: torch.Tensor, scene_inputs: torch.Tensor, *, run=None) -> GeoCLIPOutput:
-        """One centre crop per photo [N, 3, 224, 224] and scene inputs [N, 3, S, S], ImageNet-normalised."""
+    def infer(self, crops: torch.Tensor, scene_inputs: torch.Tensor, *, run: Runner | None = None) -> ModelOutput:
+        """One centre crop per photo [N, 3, 224, 224] and scene inputs [N, 3, S, S], ImageNet-normalised.
+
+        The estimate is the most probable gallery coordinate, its confidence the gallery mass within 25 km of it.
+        """
         if crops.shape[0] != scene_inputs.shape[0]:
             raise ValueError(f"{crops.shape[0]} crops for {scene_inputs.shape[0]} photos with 1 crop each")
+        p365, s3 = self.scene.classify(scene_inputs, run)
         run = run or (lambda network, x: network(x))
-        p365 = torch.softmax(run(self.scene.network, scene_inputs)[0].float(), dim=1)
-        with torch.autocast(device_type=p365.device.type, enabled=False):
-            s3 = p365 @ self.scene.s3_matrix
         probabilities = self.gallery_probabilities(run(self.tower, crops)[0])
         n = probabilities.shape[0]
         aggregated = [torch.zeros((n, len(p)), dtype=torch.float32, device=probabilities.device)
                       .index_add_(1, self.assignment[:, level], probabilities)
                       for level, p in enumerate(self.partitionings)]
-        best_probability, best = probabilities.max(dim=1)
+        best = probabilities.argmax(dim=1)
         distance = _great_circle_km(self.gallery[best][:, None, :], self.gallery[None, :, :])
         confidence = (probabilities * (distance <= CONFIDENCE_RADIUS_KM)).sum(dim=1).clamp(0.0, 1.0)
-        return GeoCLIPOutput(p365=p365, s3=s3, concepts=s3.argmax(dim=1), probabilities=aggregated,
-                             gallery_best=best, gallery_best_probability=best_probability,
-                             gallery_confidence=confidence)
+        return ModelOutput(s3=s3, concepts=s3.argmax(dim=1), probabilities=aggregated, scene_probabilities=p365,
+                           estimate=self.gallery[best], estimate_confidence=confidence,
+                           points={GALLERY: self.gallery[best]})
 
     def gallery_top(self, probabilities: torch.Tensor, k: int) -> list[list[tuple[float, float, float]]]:
         """Top-k gallery coordinates per photo as (lat, lon, probability), best first."""
@@ -331,7 +333,7 @@ def read_gallery_csv(text: str) -> tuple[np.ndarray, np.ndarray]:
         values = np.array([[float(r[0]), float(r[1])] for r in rows[1:] if r], dtype=np.float64)
     except (ValueError, IndexError) as error:
         raise GeoCLIPError(f"gallery CSV: bad row ({error})") from None
-    if len(values) == 0 or np.abs(values[:, 0]).max() > 90 or np.abs(values[:, 1]).max() > 180:
+    if len(values) == 0 or not coordinates_in_range(values[:, 0], values[:, 1]).all():
         raise GeoCLIPError("gallery CSV: empty or coordinates out of range")
     return values[:, 0], values[:, 1]
 
@@ -392,19 +394,12 @@ def read_wheel(path: str | Path) -> GeoCLIPRelease:
 def save_geoclip_bundle(path: str | Path, *, name: str, release: GeoCLIPRelease, vision_config: dict,
                         vision_state: dict[str, torch.Tensor], partitionings: list[Partitioning],
                         scene_network: GeoNetwork, scene_mapping, clip_source: str, untrained: bool = False,
-                        notes: str = "", gallery_every: int = 1, overwrite: bool = False) -> Path:
-    """Write a GeoCLIP bundle (see the module docstring). `gallery_every` > 1 keeps every n-th gallery point."""
-    from . import bundle as bundles
-
-    if not bundles.NAME_PATTERN.match(name):
-        raise bundles.BundleError(f"bundle name {name!r}: use letters, digits, '.', '_' or '-'")
-    path = Path(path)
-    if path.exists():
-        if not overwrite:
-            raise bundles.BundleError(f"{path} already exists")
-        shutil.rmtree(path)
+                        notes: str = "", gallery_every: int = 1, overwrite: bool = False,
+                        scene_untrained: bool = False) -> Path:
+    """Write a GeoCLIP bundle (see the module docstring). `gallery_every` > 1 keeps every n-th gallery point;
+    `scene_untrained` marks a random scene classifier beside the trained GeoCLIP weights."""
     # Check every part fits before writing anything.
-    LocationEncoder.from_state_dict(release.location)
+    location = LocationEncoder.from_state_dict(release.location)
     tower = ImageTower(build_vision_tower(vision_config), image_mlp())
     try:
         tower.vision.load_state_dict(vision_state)
@@ -414,106 +409,107 @@ def save_geoclip_bundle(path: str | Path, *, name: str, release: GeoCLIPRelease,
     if tower.vision.config.projection_dim != tower.mlp[0].in_features or tower.vision.config.image_size != 224:
         raise GeoCLIPError("the CLIP vision tower must take 224x224 images and project to the image MLP's width "
                            f"({tower.mlp[0].in_features})")
-    names = ["coarse", "middle", "fine"] if len(partitionings) == 3 else [p.name for p in partitionings]
-    if len(partitionings) > 1:
-        parent_matrix(partitionings)
     lat, lon = release.gallery_lat[::gallery_every], release.gallery_lon[::gallery_every]
-    assignment = assign_gallery(lat, lon, partitionings)
-    for sub in ("partitionings", "weights", "scene", "clip", "gallery"):
-        (path / sub).mkdir(parents=True, exist_ok=True)
-    (path / FILES["vision_config"]).write_text(json.dumps(vision_config, indent=2) + "\n", encoding="utf-8")
-    save_file({k: v.detach().cpu().contiguous() for k, v in vision_state.items()}, str(path / FILES["vision"]))
-    save_file({**{k: v.detach().cpu().contiguous() for k, v in release.image_mlp.items()},
-               "logit_scale": release.logit_scale.reshape(1).contiguous()}, str(path / FILES["image_mlp"]))
-    save_file({k: v.detach().cpu().contiguous() for k, v in release.location.items()}, str(path / FILES["location"]))
-    with (path / FILES["gallery"]).open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["lat", "lon", *names])
-        for g in range(len(lat)):
-            writer.writerow([repr(float(lat[g])), repr(float(lon[g])), *assignment[g].tolist()])
-    save_file({k: v.detach().cpu().contiguous() for k, v in scene_network.state_dict().items()},
-              str(path / "weights/scene.safetensors"))
-    scene_mapping.to_csv(path / "scene/places365_s3.csv")
-    from .bundle import write_partitionings  # bundle.py imports this module lazily: no cycle at import time
-
-    entries = write_partitionings(path, names, partitionings)
-    licences = [dict(GEOCLIP_LICENCE), dict(CLIP_LICENCE, source=clip_source)]
-    (path / FILES["licences"]).write_text(
-        "# Licences\n\n" + "\n".join(f"- {e['component']}: {e['licence']} (from {e['source']})" for e in licences)
-        + "\n\n## GeoCLIP licence text\n\n" + release.licence_text.strip() + "\n", encoding="utf-8")
-    config = {
-        "format": bundles.FORMAT, "format_version": bundles.FORMAT_VERSION, "name": name, "untrained": bool(untrained),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "architecture": {"type": ARCHITECTURE, "backbone": "clip-vit", "num_classes": [len(p) for p in partitionings],
-                         "routing": "gallery", "gallery_size": int(len(lat)), "files": dict(FILES)},
-        "concepts": [], "networks": {}, "partitionings": entries, "input": CROPS.to_config(),
-        "scene": {"backbone": scene_network.backbone, "num_classes": 365, "weights": "weights/scene.safetensors",
-                  "mapping": "scene/places365_s3.csv", "input": "whole photo resized to a square"},
-        "licences": licences, "model_card": bundles.MODEL_CARD,
-    }
-    card = [f"# Model card: {name}", ""]
-    if untrained:
-        card += ["**UNTRAINED**: the image tower has random weights; predictions are meaningless.", ""]
-    card += ["## Architecture", "",
-             f"- GeoCLIP (Vivanco Cepeda et al., NeurIPS 2023): CLIP vision tower ({clip_source}) + image MLP, "
-             f"location encoder with {LocationEncoder.from_state_dict(release.location).branches} Fourier-feature "
-             f"scales, GPS gallery of {len(lat):,} MP-16 coordinates",
-             f"- Gallery probabilities summed into {', '.join(f'{n} ({len(p)} cells)' for n, p in zip(names, partitionings))}",
-             f"- Scene classifier: {scene_network.backbone} Places365 (365 classes) -> S3 (shown, not used for routing)",
-             "", "## Published accuracy (GeoCLIP paper, Im2GPS3k)", "",
-             "- 1 km: 14.1%, 25 km: 34.5%, 200 km: 50.7%, 750 km: 69.7%, 2500 km: 83.8% (not measured here)", "",
-             "## Licences", "", *[f"- {e['component']}: {e['licence']}" for e in licences]]
-    if notes:
-        card += ["", "## Notes", "", notes]
-    (path / bundles.MODEL_CARD).write_text("\n".join(card) + "\n", encoding="utf-8")
-    config["files"] = {rel: bundles._sha256(path / rel) for rel in sorted(
-        str(p.relative_to(path)) for p in path.rglob("*") if p.is_file() and p.name != bundles.CONFIG)}
-    (path / bundles.CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    return path
+    with BundleWriter(path, name=name, overwrite=overwrite) as writer:
+        entries = writer.write_partitionings(partitionings)
+        names = [e["name"] for e in entries]
+        assignment = assign_gallery(lat, lon, partitionings)
+        writer.write_text(FILES["vision_config"], json.dumps(vision_config, indent=2) + "\n")
+        writer.save_tensors(FILES["vision"], vision_state)
+        writer.save_tensors(FILES["image_mlp"], {**release.image_mlp,
+                                                 "logit_scale": release.logit_scale.reshape(1)})
+        writer.save_tensors(FILES["location"], release.location)
+        with writer.file(FILES["gallery"]).open("w", encoding="utf-8", newline="") as handle:
+            table = csv.writer(handle, lineterminator="\n")
+            table.writerow(["lat", "lon", *names])
+            for g in range(len(lat)):
+                table.writerow([repr(float(lat[g])), repr(float(lon[g])), *assignment[g].tolist()])
+        scene_untrained = untrained or scene_untrained
+        scene = write_scene_classifier(writer, scene_network, scene_mapping, untrained=scene_untrained)
+        licences = [dict(GEOCLIP_LICENCE), dict(CLIP_LICENCE, source=clip_source)]
+        writer.write_text(FILES["licences"], "# Licences\n\n" + "\n".join(
+            f"- {e['component']}: {e['licence']} (from {e['source']})" for e in licences)
+            + "\n\n## GeoCLIP licence text\n\n" + release.licence_text.strip() + "\n")
+        architecture = [
+            f"- GeoCLIP (Vivanco Cepeda et al., NeurIPS 2023): CLIP vision tower ({clip_source}) + image MLP, "
+            f"location encoder with {location.branches} Fourier-feature scales, GPS gallery of {len(lat):,} MP-16 "
+            "coordinates",
+            f"- Gallery probabilities summed into "
+            f"{', '.join(f'{n} ({len(p)} cells)' for n, p in zip(names, partitionings))}",
+            f"- Scene classifier: {scene_network.backbone} Places365 (365 classes) -> S3 (shown, not used for routing)"
+            + ("; UNTRAINED (random weights): the scene shown for a photo means nothing" if scene_untrained else "")]
+        card = model_card_text(
+            name, untrained=untrained, config_input=CROPS.to_config(), architecture=architecture,
+            untrained_note="the image tower has random weights; predictions are meaningless.",
+            card={"training_data": "GeoCLIP's released location encoder, image MLP and gallery (trained on MP-16 "
+                                   f"by its authors); vision tower: {clip_source}",
+                  "accuracy": "not measured here", "notes": notes},
+            sections=[("Published accuracy (GeoCLIP paper, Im2GPS3k)",
+                       ["- 1 km: 14.1%, 25 km: 34.5%, 200 km: 50.7%, 750 km: 69.7%, 2500 km: 83.8% "
+                        "(not measured here)"]),
+                      ("Licences", [f"- {e['component']}: {e['licence']}" for e in licences])])
+        fields = {"architecture": {"type": ARCHITECTURE, "backbone": "clip-vit",
+                                   "num_classes": [len(p) for p in partitionings], "routing": "gallery",
+                                   "gallery_size": int(len(lat)), "files": dict(FILES)},
+                  "concepts": [], "networks": {}, "scene": scene, "licences": licences}
+        return writer.finish(kind=KIND, untrained=untrained, crops=CROPS, partitionings=entries, card=card,
+                             **fields)
 
 
 def _vision_config(path: Path, config: dict) -> dict:
     try:
         return json.loads((path / config["architecture"]["files"]["vision_config"]).read_text(encoding="utf-8"))
     except (OSError, ValueError, KeyError) as error:
-        from .bundle import BundleError
         raise BundleError(f"{path}: bad CLIP vision config ({error})") from None
 
 
-def verify_geoclip_weights(path: Path, config: dict) -> None:
-    """Every GeoCLIP file is referenced, checksummed (done by verify_bundle) and has the tensors the model needs."""
-    from .bundle import BundleError, _check_weight_shapes, _expected_shapes
-
-    files = config["architecture"].get("files") or {}
+def _validate(path: Path, config: dict) -> list[str]:
+    """The GeoCLIP files named in config.json's architecture, and the scene classifier's."""
+    require_keys(path / "config.json", config, ("architecture", "scene"))
+    files = config["architecture"].get("files") if isinstance(config["architecture"], dict) else None
+    if not isinstance(files, dict):
+        raise BundleError(f"{path}: config.json's architecture lists no GeoCLIP files")
     for key in FILES:
-        if files.get(key) not in config["files"]:
-            raise BundleError(f"{path}: GeoCLIP file {key!r} is missing from config.json's files")
+        if key not in files:
+            raise BundleError(f"{path}: GeoCLIP file {key!r} is missing from config.json's architecture")
+    try:
+        num_classes = [int(n) for n in config["architecture"]["num_classes"]]
+    except (KeyError, TypeError, ValueError):
+        raise BundleError(f"{path}: config.json's architecture has no list of cell counts") from None
+    if [int(p["cells"]) for p in config["partitionings"]] != num_classes:
+        raise BundleError(f"{path}: partitioning sizes {[p['cells'] for p in config['partitionings']]} do not "
+                          f"match the architecture's {num_classes}")
+    try:
+        return [files[key] for key in FILES] + [config["scene"]["weights"], config["scene"]["mapping"]]
+    except (KeyError, TypeError) as error:
+        raise BundleError(f"{path}: malformed scene entry in config.json ({error})") from None
+
+
+def _check_weights(path: Path, config: dict) -> None:
+    """Every GeoCLIP weight file has the tensors the model needs."""
+    files = config["architecture"]["files"]
     try:
         with torch.device("meta"):
             vision = build_vision_tower(_vision_config(path, config))
-            location = LocationEncoder()
-        _check_weight_shapes(path, files["vision"], {k: tuple(v.shape) for k, v in vision.state_dict().items()})
-        mlp_shapes = {k: tuple(v.shape) for k, v in image_mlp(vision.config.projection_dim).state_dict().items()}
-        _check_weight_shapes(path, files["image_mlp"], {**mlp_shapes, "logit_scale": (1,)})
+        check_weight_shapes(path, files["vision"], state_dict_shapes(vision))
+        mlp_shapes = state_dict_shapes(image_mlp(vision.config.projection_dim))
+        check_weight_shapes(path, files["image_mlp"], {**mlp_shapes, "logit_scale": (1,)})
         with safe_open(str(path / files["location"]), framework="pt") as handle:
             keys = set(handle.keys())
         branches = len({k.split(".")[0] for k in keys if _LOCENC_KEY.match(k)})
         with torch.device("meta"):
             location = LocationEncoder(branches=max(branches, 1))
-        _check_weight_shapes(path, files["location"], {k: tuple(v.shape) for k, v in location.state_dict().items()})
-        _check_weight_shapes(path, config["scene"]["weights"], _expected_shapes(config["scene"]["backbone"], [365]))
+        check_weight_shapes(path, files["location"], state_dict_shapes(location))
     except (ValueError, TypeError) as error:
         raise BundleError(f"{path}: {error}") from None
+    check_scene_weights(path, config)
 
 
 def load_geoclip_bundle(path: Path, config: dict) -> GeoCLIPModel:
     """Build the model of a verified GeoCLIP bundle directory (on the CPU)."""
-    from .bundle import MODEL_CARD, BundleError
-    from .scenes import SceneMapping
-
     files = config["architecture"]["files"]
     try:
-        partitionings = [Partitioning.from_csv(path / e["file"], name=e["name"]) for e in config["partitionings"]]
+        partitionings = read_partitionings(path, config)
         tower = ImageTower(build_vision_tower(_vision_config(path, config)), image_mlp())
         tower.vision.load_state_dict(load_file(str(path / files["vision"])))
         mlp_state = load_file(str(path / files["image_mlp"]))
@@ -529,9 +525,7 @@ def load_geoclip_bundle(path: Path, config: dict) -> GeoCLIPModel:
         sizes = np.array([len(p) for p in partitionings])
         if len(table) == 0 or (assignment < 0).any() or (assignment >= sizes[None, :]).any():
             raise BundleError(f"{files['gallery']}: empty, or a class index outside its partitioning")
-        scene_network = GeoNetwork(config["scene"]["backbone"], [365])
-        scene_network.load_state_dict(load_file(str(path / config["scene"]["weights"])))
-        mapping = SceneMapping.from_csv(path / config["scene"]["mapping"])
+        scene, mapping = load_scene_classifier(path, config)
     except BundleError:
         raise
     except (ValueError, RuntimeError, KeyError, OSError, IndexError) as error:
@@ -540,10 +534,18 @@ def load_geoclip_bundle(path: Path, config: dict) -> GeoCLIPModel:
         name=config["name"], untrained=bool(config.get("untrained", False)), partitionings=partitionings,
         config=config, tower=tower, location=location, logit_scale=logit_scale,
         gallery=torch.as_tensor(table[:, :2], dtype=torch.float32), assignment=torch.as_tensor(assignment),
-        scene=SceneClassifier(scene_network, mapping.labels, mapping.matrix), hierarchy=Hierarchy(partitionings),
-        crops=CropSpec.from_config(config["input"]),
-        model_card=(path / config.get("model_card", MODEL_CARD)).read_text(encoding="utf-8"), path=path,
-        scene_mapping=mapping)
+        scene=scene, hierarchy=Hierarchy(partitionings), crops=CropSpec.from_config(config["input"]),
+        model_card=read_model_card(path, config), path=path, scene_mapping=mapping)
+
+
+def _summary(config: dict) -> str:
+    arch = config.get("architecture", {})
+    cells = "/".join(str(n) for n in arch.get("num_classes", []))
+    return f"GeoCLIP, gallery of {arch.get('gallery_size', '?'):,} points, cells {cells}"
+
+
+GEOCLIP_KIND = ModelKind(name=KIND, validate=_validate, check_weights=_check_weights, load=load_geoclip_bundle,
+                         summary=_summary)
 
 
 # --- a tiny bundle for tests ------------------------------------------------------------------------------------------
@@ -555,8 +557,6 @@ TINY_VISION_CONFIG = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_la
 def make_tiny_geoclip_bundle(path: str | Path, *, wheel: str | Path, partitionings: list[Partitioning] | None = None,
                              gallery_every: int = 200, seed: int = 0, name: str = "geoclip-tiny") -> Path:
     """GeoCLIP's real location encoder, image MLP and (every n-th) gallery point with a tiny random CLIP tower."""
-    from .bundle import _tiny_partitionings
-    from .scenes import SceneMapping
 
     release = read_wheel(wheel)
     state = torch.random.get_rng_state()
@@ -568,7 +568,7 @@ def make_tiny_geoclip_bundle(path: str | Path, *, wheel: str | Path, partitionin
         torch.random.set_rng_state(state)
     return save_geoclip_bundle(
         path, name=name, release=release, vision_config=TINY_VISION_CONFIG, vision_state=vision.state_dict(),
-        partitionings=partitionings or _tiny_partitionings(seed), scene_network=scene_network,
+        partitionings=partitionings or tiny_partitionings(seed), scene_network=scene_network,
         scene_mapping=SceneMapping.load_default(), clip_source="random tiny CLIP vision tower (tests)",
         untrained=True, gallery_every=gallery_every, overwrite=True,
         notes="Test bundle: random tiny image tower and scene classifier, real GeoCLIP location encoder.")
@@ -615,11 +615,12 @@ def download_clip(into: str | Path, repo: str = CLIP_REPO) -> Path:
 
 def build_geoclip_bundle(path: str | Path, *, wheel: str | Path, clip_dir: str | Path, clip_source: str,
                          partitionings: list[Partitioning], scene_network: GeoNetwork, scene_mapping,
-                         scene_note: str = "", name: str = "geoclip", overwrite: bool = False) -> Path:
+                         scene_note: str = "", scene_untrained: bool = False, name: str = "geoclip",
+                         overwrite: bool = False) -> Path:
     """The servable GeoCLIP bundle: wheel weights and whole gallery, CLIP vision tower from `clip_dir`."""
     release = read_wheel(wheel)
     vision_config, vision_state = read_clip_vision(clip_dir)
     return save_geoclip_bundle(path, name=name, release=release, vision_config=vision_config,
                                vision_state=vision_state, partitionings=partitionings, scene_network=scene_network,
                                scene_mapping=scene_mapping, clip_source=clip_source, untrained=False,
-                               notes=scene_note, overwrite=overwrite)
+                               notes=scene_note, overwrite=overwrite, scene_untrained=scene_untrained)

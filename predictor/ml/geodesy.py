@@ -1,5 +1,8 @@
-"""Great-circle distances and the accuracy-at-threshold metric of the geolocation literature."""
+"""Coordinates: their valid range, great-circle distances and the accuracy-at-threshold metric of the geolocation
+literature."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -7,6 +10,18 @@ EARTH_RADIUS_KM = 6371.0
 # The thresholds of Im2GPS evaluations: street, city, region, country, continent.
 ACCURACY_THRESHOLDS_KM = (1.0, 25.0, 200.0, 750.0, 2500.0)
 THRESHOLD_NAMES = ("street", "city", "region", "country", "continent")
+
+
+def valid_coordinates(lat: float, lon: float) -> bool:
+    """A finite latitude in [-90, 90] and longitude in [-180, 180] (the one rule for every coordinate we read)."""
+    return math.isfinite(lat) and math.isfinite(lon) and -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0
+
+
+def coordinates_in_range(lats, lons) -> np.ndarray:
+    """`valid_coordinates` for arrays: a boolean array, True where the pair is valid."""
+    lats, lons = np.asarray(lats, dtype=np.float64), np.asarray(lons, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(lats) & np.isfinite(lons) & (np.abs(lats) <= 90.0) & (np.abs(lons) <= 180.0)
 
 
 def great_circle_km(lat1, lon1, lat2, lon2):

@@ -16,6 +16,8 @@ import s2sphere
 MIN_LEVEL = 2
 MAX_LEVEL = 30
 CSV_HEADER = ["class_label", "hex_id", "imgs_per_cell", "latitude_mean", "longitude_mean"]
+# The paper's three partitionings, in the order every model lists them (heads, bundles, events): coarse -> fine.
+HIERARCHY_NAMES = ("coarse", "middle", "fine")
 
 
 def leaf_cell(lat: float, lon: float) -> s2sphere.CellId:
@@ -178,3 +180,48 @@ def parent_matrix(partitionings: list[Partitioning]) -> np.ndarray:
             f"cell {finest.tokens[c]} of {finest.name!r} has no parent in {partitionings[p].name!r}: "
             "partitionings must be nested")
     return matrix
+
+
+def partitioning_names(partitionings: list[Partitioning]) -> list[str]:
+    """The names a model gives its partitionings: HIERARCHY_NAMES for the paper's three, else their own names."""
+    if len(partitionings) == len(HIERARCHY_NAMES):
+        return list(HIERARCHY_NAMES)
+    return [p.name for p in partitionings]
+
+
+# --- small partitionings for tests and the untrained demo bundle ---------------------------------------------------
+
+# Places with many photos, so the tiny partitionings look like a (very coarse) photo distribution.
+_TINY_CENTRES = ((48.86, 2.35), (51.51, -0.13), (41.39, 2.17), (40.71, -74.01), (37.77, -122.42), (35.68, 139.69),
+                 (-33.87, 151.21), (-22.91, -43.17), (55.75, 37.62), (28.61, 77.21), (1.35, 103.82),
+                 (30.04, 31.24), (-1.29, 36.82), (19.43, -99.13), (64.15, -21.94), (-54.8, -68.3))
+
+
+def tiny_partitionings(seed: int = 0) -> list[Partitioning]:
+    """Nested S2 partitionings at levels 3 / 4 / 5 (35 / 64 / 128 cells for seed 0) from 400 pseudo-random points
+    around a few photo hot spots."""
+    rng = np.random.default_rng(seed)
+    centres = np.array(_TINY_CENTRES)
+    pick = rng.integers(0, len(centres), size=400)
+    lats = np.clip(centres[pick, 0] + rng.normal(0, 1.5, size=400), -89.0, 89.0)
+    lons = (centres[pick, 1] + rng.normal(0, 2.5, size=400) + 180.0) % 360.0 - 180.0
+    leaves = [leaf_cell(a, b) for a, b in zip(lats, lons)]
+    partitionings = []
+    for name, level in zip(HIERARCHY_NAMES, (3, 4, 5)):
+        groups: dict[str, list[int]] = {}
+        for i, leaf in enumerate(leaves):
+            groups.setdefault(leaf.parent(level).to_token(), []).append(i)
+        tokens = sorted(groups)
+        lat_mean, lon_mean = [], []
+        for token in tokens:
+            members = groups[token]
+            lat_c, lon_c = float(lats[members].mean()), float(lons[members].mean())
+            cell = s2sphere.CellId.from_token(token)
+            if leaf_cell(lat_c, lon_c).parent(level) != cell:
+                centre = cell.to_lat_lng()  # a mean outside its cell would break the parent lookup
+                lat_c, lon_c = centre.lat().degrees, centre.lng().degrees
+            lat_mean.append(lat_c)
+            lon_mean.append(lon_c)
+        partitionings.append(Partitioning(name=name, tokens=tokens, counts=[len(groups[t]) for t in tokens],
+                                          lat=lat_mean, lon=lon_mean, num_images=len(leaves)))
+    return partitionings

@@ -10,7 +10,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from predictor import registry
-from predictor.ml.bundle import BundleError, make_tiny_bundle
+from predictor.ml.bundle import BundleError
+from predictor.ml.isn import make_tiny_bundle
 
 DEMO_NAME = "tiny-untrained"
 

@@ -72,7 +72,7 @@ class Command(BaseCommand):
                                                training_folders)
 
         folders, note = options["train_shards"], ""
-        training = (getattr(model, "config", None) or {}).get("training") if model is not None else None
+        training = model.config.get("training") if model is not None else None
         if not folders and training:
             folders = training_folders(training)
             missing = [f for f in folders if not Path(f, "index.json").is_file()]
@@ -97,8 +97,9 @@ class Command(BaseCommand):
 
     def _predict_images(self, meta, options):
         from predictor import registry
-        from predictor.ml.bundle import BundleError, load_bundle
-        from predictor.ml.backends import make_engine
+        from predictor.ml.bundle import BundleError
+        from predictor.ml.engine import InferenceEngine
+        from predictor.ml.kinds import load_bundle
 
         try:
             model = load_bundle(registry.resolve_bundle(options["model"]), device="cpu")
@@ -108,7 +109,7 @@ class Command(BaseCommand):
             self.stderr.write(f"warning: {model.name} is an untrained (random-weight) bundle: its accuracy is "
                               "meaningless")
         overlap, note = self._overlap(model, options)  # before any photo is predicted
-        engine = make_engine(model, device=chosen_device(options), max_batch_size=options["batch_size"])
+        engine = InferenceEngine(model, device=chosen_device(options), max_batch_size=options["batch_size"])
         try:
             predictions, skipped = evaluation.predict_image_folder(
                 engine, image_dir=options["images"], meta=meta, batch_size=options["batch_size"],

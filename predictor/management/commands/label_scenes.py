@@ -30,7 +30,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         from predictor import registry
-        from predictor.ml.bundle import BundleError, load_bundle
+        from predictor.ml.bundle import BundleError
+        from predictor.ml.kinds import load_bundle
+        from predictor.ml.model import PlacesSceneClassifier, offers
 
         target = options["model"]
         if target and Path(target).exists():
@@ -46,7 +48,9 @@ class Command(BaseCommand):
             model = load_bundle(path, device=device)
         except BundleError as error:
             raise CommandError(str(error)) from None
-        if getattr(model, "scene_untrained", model.untrained):
+        if not offers(model, PlacesSceneClassifier):
+            raise CommandError(f"{model.name} (kind {model.kind}) has no Places365 scene classifier to label with")
+        if model.scene_untrained:
             self.stderr.write(f"warning: the scene classifier of {model.name} is untrained: its scene labels are "
                               "meaningless")
         try:

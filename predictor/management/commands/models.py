@@ -7,6 +7,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from predictor import registry
+from predictor.ml import kinds
 from predictor.ml.bundle import BundleError
 
 
@@ -28,12 +29,13 @@ class Command(BaseCommand):
             self.stdout.write(f"no model bundles installed in {registry.model_dir()}")
             return
         for bundle in bundles:
-            arch = bundle.config.get("architecture", {})
-            cells = "/".join(str(n) for n in arch.get("num_classes", []))
-            routing = "ISN(M, f*, S3)" if arch.get("routing") == "isn-s3" else "single network"
+            name = kinds.kind_name(bundle.config)
+            try:
+                about = f"{name}: {kinds.get_kind(name).summary(bundle.config)}"
+            except BundleError:
+                about = f"kind {name!r}, which this GeoWeb cannot load"
             flags = " UNTRAINED" if bundle.untrained else ""
-            self.stdout.write(f"{'*' if bundle.active else ' '} {bundle.name}  {arch.get('backbone', '?')} "
-                              f"{routing}, cells {cells}{flags}")
+            self.stdout.write(f"{'*' if bundle.active else ' '} {bundle.name}  {about}{flags}")
         active = registry.active_bundle_name()
         if active and registry.active_bundle_path() is None:
             self.stdout.write(self.style.WARNING(f"the active model {active!r} is not installed"))

@@ -17,8 +17,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 from predictor import registry
 from predictor.management.devices import add_device_argument, chosen_device
-from predictor.ml.backends import make_engine
-from predictor.ml.bundle import BundleError, load_bundle
+from predictor.ml.bundle import BundleError
+from predictor.ml.engine import InferenceEngine
+from predictor.ml.kinds import load_bundle
+from predictor.ml.model import offers_maps
 from predictor.ml.prediction import HIERARCHY, S3_CONCEPTS, Prediction
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".gif", ".bmp", ".tif", ".tiff"}
@@ -81,18 +83,23 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from None
         if model.untrained:
             self.stderr.write(self.style.WARNING(f"model {model.name} is UNTRAINED: its predictions are meaningless"))
-        elif getattr(model, "scene_untrained", False):
-            routed = (getattr(model, "config", {}).get("architecture") or {}).get("routing") == "isn-s3"
+        elif model.scene_untrained:
+            # An ISN routes each photo by its scene (config.json's architecture "routing": "isn-s3").
+            routed = (model.config.get("architecture") or {}).get("routing") == "isn-s3"
             self.stderr.write(self.style.WARNING(
                 f"model {model.name}: the scene classifier is UNTRAINED (random weights), so the scene shown"
                 + (" and the network each photo is routed to mean nothing" if routed else " means nothing")
                 + "; the geolocation networks are trained"))
         device = chosen_device(options)
         cam_dir: Path | None = options["cam"]
+        if cam_dir is not None and not offers_maps(model):
+            self.stderr.write(self.style.WARNING(f"model {model.name} (kind {model.kind}) gives no activation maps: "
+                                                 f"nothing is written to {cam_dir}"))
+            cam_dir = None
         if cam_dir is not None:
             cam_dir.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(model, device=device, max_batch_size=options["batch_size"], max_wait_ms=5,
-                             top_k=options["top_k"])
+        engine = InferenceEngine(model, device=device, max_batch_size=options["batch_size"], max_wait_ms=5,
+                                 top_k=options["top_k"])
         results: list = []
         try:
             from tqdm import tqdm
@@ -121,9 +128,10 @@ class Command(BaseCommand):
             self.stderr.write(f"{path}: ERROR {result}")
             return
         scene = result.scene
+        category = f", top scene category {scene.places365_top[0][0]}" if scene.places365_top else ""
+        refined = f", refined: {result.refined.note}" if result.refined is not None and result.refined.note else ""
         self.stdout.write(f"{path}: {result.lat:.4f}, {result.lon:.4f} (confidence {100 * result.confidence:.1f}%), "
-                          f"scene {scene.concept} {scene.s3[scene.concept]:.2f}, "
-                          f"top scene category {scene.places365_top[0][0]}")
+                          f"scene {scene.concept} {scene.s3[scene.concept]:.2f}{category}{refined}")
 
     def _write_cam(self, path: Path, result: Prediction, cam_dir: Path) -> None:
         from predictor.ml.cam import render_cam_png

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import s2sphere
 
-from predictor.ml.partitions import MAX_LEVEL, MIN_LEVEL, Partitioning
+from predictor.ml.geodesy import coordinates_in_range, valid_coordinates
+from predictor.ml.partitions import HIERARCHY_NAMES, MAX_LEVEL, MIN_LEVEL, Partitioning
 
 # The paper's three partitionings were built from MP-16 with tau_min = 50 and these tau_max, coarse -> fine.
 PAPER_NUM_IMAGES = 4_723_695
 PAPER_TAU_MIN = 50
 PAPER_TAU_MAX = (5000, 2000, 1000)
-HIERARCHY_NAMES = ("coarse", "middle", "fine")
 
 
 def leaf_cell_ids(lats, lons) -> np.ndarray:
@@ -30,7 +30,7 @@ def leaf_cell_ids(lats, lons) -> np.ndarray:
         raise ValueError("lats and lons must be 1-D arrays of the same length")
     if not (np.isfinite(lats).all() and np.isfinite(lons).all()):
         raise ValueError("coordinates contain NaN or infinite values")
-    if (np.abs(lats) > 90).any() or (np.abs(lons) > 180).any():
+    if not coordinates_in_range(lats, lons).all():
         raise ValueError("latitudes must lie in [-90, 90] and longitudes in [-180, 180]")
     pairs, inverse = np.unique(np.stack([lats, lons], axis=1), axis=0, return_inverse=True)
     ids = np.fromiter(
@@ -177,7 +177,7 @@ def read_coordinates(path: str | Path, *, lat_col: str | None = None, lon_col: s
                 continue
             try:
                 lat, lon = float(row[i]), float(row[j])
-                problem = "" if abs(lat) <= 90 and abs(lon) <= 180 else f"coordinates out of range: {lat}, {lon}"
+                problem = "" if valid_coordinates(lat, lon) else f"coordinates out of range: {lat}, {lon}"
             except (ValueError, IndexError):
                 problem = f"not a coordinate pair: {row}"
             if problem:

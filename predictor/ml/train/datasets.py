@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from predictor.ml.geodesy import valid_coordinates
 from predictor.ml.train.holdout import author_from_id, normal_author
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".tif", ".tiff")
@@ -68,10 +68,6 @@ class SourceReport:
     def summary(self) -> str:
         parts = [f"{name}={value}" for name, value in self.as_dict().items() if name != "examples" and value]
         return ", ".join(parts) or "nothing read"
-
-
-def valid_coordinates(lat: float, lon: float) -> bool:
-    return math.isfinite(lat) and math.isfinite(lon) and -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0
 
 
 def open_photo(data: bytes | Path) -> Image.Image:

@@ -42,12 +42,15 @@ def scene_source(*, scene_bundle: str | Path | None = None, scene_weights: str |
     from predictor.ml.scenes import SceneMapping
 
     if scene_bundle:
-        from predictor.ml.bundle import load_bundle
+        from predictor.ml.kinds import load_bundle
+        from predictor.ml.model import PlacesSceneClassifier, offers
         model = load_bundle(scene_bundle)
-        untrained = bool(getattr(model, "scene_untrained", model.untrained))
+        if not offers(model, PlacesSceneClassifier):
+            raise ValueError(f"bundle {model.name!r} (kind {model.kind}) has no Places365 scene classifier to copy")
         note = f"scene classifier copied from bundle {model.name!r}"
         return SceneSource(model.scene.network, model.scene_mapping,
-                           note + (", whose scene classifier has random weights" if untrained else ""), untrained)
+                           note + (", whose scene classifier has random weights" if model.scene_untrained else ""),
+                           model.scene_untrained)
     if scene_weights:
         from predictor.ml.network import load_state_dict_file
         network = GeoNetwork(scene_backbone, [365])
@@ -59,12 +62,6 @@ def scene_source(*, scene_bundle: str | Path | None = None, scene_weights: str |
                            "scene classifier has RANDOM weights: scene labels shown by the app are meaningless", True)
     raise ValueError("a bundle needs a scene classifier: give a bundle to copy it from, a Places365 "
                      "safetensors file, or ask explicitly for a random one")
-
-
-def scene_parts(**options):
-    """(scene network, SceneMapping, note for the card): `scene_source` for callers that need only those."""
-    source = scene_source(**options)
-    return source.network, source.mapping, source.note
 
 
 def validation_accuracy(history: list[dict]) -> dict[str, float]:
@@ -128,8 +125,8 @@ def evaluate_test_set(bundle_path: str | Path, *, metadata: str | Path, images: 
     ISN routing, f*). Returns ({threshold km: fraction}, counts of images used/skipped, the EvaluationReport with
     the prediction spread and calibration)."""
     from predictor.ml import evaluation
-    from predictor.ml.bundle import load_bundle
     from predictor.ml.engine import InferenceEngine
+    from predictor.ml.kinds import load_bundle
 
     model = load_bundle(bundle_path, device=device)
     source = CsvPhotoSource(metadata, images=images)
@@ -191,7 +188,7 @@ def export_bundle(output: str | Path, *, name: str, networks: dict[str, GeoNetwo
     """Write the bundle; test sets given as (name, metadata CSV, image folder) are checked against the training
     data (`training_samples`, a function streaming them), evaluated and recorded. `validation` maps a card label
     to {threshold km: fraction} (see `validation_sections`); `training` is `card.training_record(...)`."""
-    from predictor.ml.bundle import save_bundle
+    from predictor.ml.isn import save_bundle
     from predictor.ml.preprocess import CropSpec
 
     output = Path(output)

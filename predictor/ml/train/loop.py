@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from predictor.ml.geodesy import ACCURACY_THRESHOLDS_KM, great_circle_km
 from predictor.ml.hierarchy import hierarchical_probabilities
 from predictor.ml.network import GeoNetwork
-from predictor.ml.partitions import Partitioning, parent_matrix
+from predictor.ml.partitions import HIERARCHY_NAMES, Partitioning, parent_matrix
 from predictor.ml.train.holdout import (DEFAULT_PLACE_LEVEL, SplitSide, ValidationSplit, find_overlap,
                                         read_samples)
 from predictor.ml.train.shards import (ShardStream, collate_samples, decode_batch, eval_transform, read_index,
@@ -156,7 +156,7 @@ def read_keep_ids(scene_labels: str, concept: str, min_probability: float) -> se
 
 
 def load_partitionings(paths: list[str]) -> list[Partitioning]:
-    names = ["coarse", "middle", "fine"] if len(paths) == 3 else [Path(p).stem for p in paths]
+    names = list(HIERARCHY_NAMES) if len(paths) == len(HIERARCHY_NAMES) else [Path(p).stem for p in paths]
     return [Partitioning.from_csv(p, name=n) for p, n in zip(paths, names)]
 
 

@@ -19,8 +19,9 @@ import torch
 from PIL import Image
 
 from predictor.ml.prediction import S3_CONCEPTS
+from predictor.ml.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from predictor.ml.train.holdout import SampleListWriter
-from predictor.ml.train.shards import (IMAGENET_MEAN, IMAGENET_STD, INDEX_FILE, iterate_tar_samples, read_index)
+from predictor.ml.train.shards import INDEX_FILE, iterate_tar_samples, read_index
 
 CSV_COLUMNS = ["id", "lat", "lon", *(f"p_{c}" for c in S3_CONCEPTS), "s3_label", "top365", "top365_probability"]
 

@@ -26,6 +26,7 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from predictor.ml.partitions import Partitioning
+from predictor.ml.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from predictor.ml.train.holdout import SAMPLES_FILE, SampleListWriter, ValidationSplit
 
 SHARD_FORMAT = "geoweb-shards/1"
@@ -33,8 +34,6 @@ INDEX_FILE = "index.json"
 SHORT_SIDE = 320
 JPEG_QUALITY = 90
 SAMPLES_PER_SHARD = 4096
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def partitionings_fingerprint(partitionings: Sequence[Partitioning]) -> str:
