@@ -41,6 +41,8 @@ def scene_event(prediction: Prediction) -> dict:
         # The first event names the model, so a page that was open before the run can flag an untrained one.
         "model_name": prediction.model_name,
         "untrained": bool(prediction.untrained),
+        # Trained geolocation networks behind an untrained scene classifier: the scene (and ISN routing) is noise.
+        "scene_untrained": bool(prediction.scene_untrained),
         "s3": {concept: round(float(p), 6) for concept, p in scene.s3.items()},
         "concept": scene.concept,
         "places365": [{"label": label, "probability": round(float(p), 6)} for label, p in scene.places365_top[:5]],

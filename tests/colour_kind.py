@@ -76,6 +76,11 @@ class ColourModel:
     def partitioning_names(self) -> list[str]:
         return [p.name for p in self.partitionings]
 
+    @property
+    def scene_untrained(self) -> bool:
+        # Its scene is a constant, not a classifier's answer: as meaningless as an untrained one.
+        return True
+
     def to(self, device):
         self.device = torch.device(device)
         self.net.to(self.device).eval()

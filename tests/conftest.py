@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-# ../shared beside the repository (CI's layout); GEOWEB_SHARED points elsewhere (a git worktree, say).
-SHARED = Path(os.environ.get("GEOWEB_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
+# ../shared beside the repository; a worktree elsewhere names it with GEOWEB_SHARED_DIR.
+SHARED = Path(os.environ.get("GEOWEB_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
 CHROMIUM = os.environ.get("GEOWEB_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]

@@ -154,8 +154,20 @@ def test_build_partitions_command_single_and_hierarchy(shared_data, tmp_path, ca
     assert len(built[0]) < len(built[1]) < len(built[2])
     assert parent_matrix(built).shape == (len(built[2]), 3)
 
-    with pytest.raises(CommandError, match="no column LAT"):
+    # Column names in any case, as preprocess_images reads them; nothing is written without --out / --out-dir.
+    coords.write_text("id,Latitude,LNG\n" + "".join(f"{i},{a},{b}\n" for i, (a, b) in enumerate(zip(lats, lons))))
+    call_command("build_partitions", "--coords", str(coords), "--tau-min", "3", "--tau-max", "40",
+                 "--out", str(tmp_path / "any-case.csv"))
+    assert_same(Partitioning.from_csv(tmp_path / "any-case.csv"), reference_partitioning(lats, lons, tau_min=3,
+                                                                                         tau_max=40))
+    with pytest.raises(CommandError, match="say where to write the partitioning: --out"):
         call_command("build_partitions", "--coords", str(coords), "--tau-min", "3", "--tau-max", "40")
+    with pytest.raises(CommandError, match="--out-dir DIR"):
+        call_command("build_partitions", "--coords", str(coords), "--hierarchy")
+    with pytest.raises(CommandError, match="no column y in the header"):
+        call_command("build_partitions", "--coords", str(coords), "--lat-col", "y", "--tau-min", "3",
+                     "--tau-max", "40", "--out", str(tmp_path / "never.csv"))
+    assert not (tmp_path / "never.csv").exists()
     # Bad rows are counted and left out, never fatal; a file with no good row at all is refused.
     capsys.readouterr()
     coords.write_text("LAT,LON\n10,20\n10,abc\n91,5\n11,21\n")
@@ -167,6 +179,7 @@ def test_build_partitions_command_single_and_hierarchy(shared_data, tmp_path, ca
     assert sum(Partitioning.from_csv(tmp_path / "two.csv").counts) == 2
     coords.write_text("LAT,LON\n10,abc\n")
     with pytest.raises(CommandError, match="no coordinates"):
-        call_command("build_partitions", "--coords", str(coords), "--tau-min", "3", "--tau-max", "40")
+        call_command("build_partitions", "--coords", str(coords), "--tau-min", "3", "--tau-max", "40",
+                     "--out", str(tmp_path / "none.csv"))
     with pytest.raises(ValueError, match=r":2: not a coordinate pair"):
         cells.read_coordinates(coords)

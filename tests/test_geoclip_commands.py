@@ -69,6 +69,10 @@ def test_install_geoclip_from_a_local_clip_copy_and_evaluate(clip_copy, cells, s
     assert (stored[key] == original[key]).all()
     model = load_bundle(path)
     assert isinstance(model, GeoCLIPModel) and not model.untrained
+    # --random-scene: the trained GeoCLIP weights sit beside a random scene classifier, and everything says so.
+    assert config["scene"]["untrained"] is True and model.scene_untrained
+    assert "(shown, not used for routing); UNTRAINED (random weights): the scene shown for a photo means nothing" \
+        in (path / "MODEL_CARD.md").read_text()
 
     images = tmp_path / "images"
     images.mkdir()
@@ -76,6 +80,9 @@ def test_install_geoclip_from_a_local_clip_copy_and_evaluate(clip_copy, cells, s
     meta.write_text("IMG_ID,AUTHOR,LAT,LON,S3_Label\na.jpg,x,48.85,2.35,0\nb.jpg,x,-33.9,151.2,1\n")
     (images / "a.jpg").write_bytes(make_jpeg(96, 64, (200, 30, 30)))
     (images / "b.jpg").write_bytes(make_jpeg(64, 96, (30, 200, 30)))
+    _, err = _run("predict", str(images / "a.jpg"), "--model", "geoclip", "--device", "cpu")
+    assert "model geoclip: the scene classifier is UNTRAINED (random weights), so the scene shown means nothing; " \
+        "the geolocation networks are trained" in err
     call_command("evaluate", "--meta", str(meta), "--images", str(images), "--model", "geoclip",
                  "--batch-size", "2", "--out", str(tmp_path / "out"))
     captured = capsys.readouterr()

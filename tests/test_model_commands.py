@@ -66,7 +66,7 @@ def test_predict_reports_each_photo_and_writes_csv_json_and_cams(tiny_bundle, no
     Image.new("RGB", (64, 64), (0, 120, 10)).save(photos / "b.png")
     (photos / "broken.jpg").write_bytes(b"not a photo at all")
     out_csv = tmp_path / "results.csv"
-    out, err = _run("predict", str(photos), "--cpu", "--out", str(out_csv), "--cam", str(tmp_path / "cams"),
+    out, err = _run("predict", str(photos), "--device", "cpu", "--out", str(out_csv), "--cam", str(tmp_path / "cams"),
                     "--top-k", "3")
     assert "UNTRAINED" in err
     assert "broken.jpg: ERROR not a supported image" in err
@@ -87,7 +87,7 @@ def test_predict_reports_each_photo_and_writes_csv_json_and_cams(tiny_bundle, no
     assert Image.open(tmp_path / "cams/a_cam.png").size == (120, 90)
 
     out_json = tmp_path / "results.json"
-    _run("predict", str(photos / "a.jpg"), "--cpu", "--out", str(out_json), "--model", "tiny-untrained")
+    _run("predict", str(photos / "a.jpg"), "--device", "cpu", "--out", str(out_json), "--model", "tiny-untrained")
     record = json.loads(out_json.read_text())[0]
     assert record["model_name"] == "tiny-untrained" and record["untrained"] is True
     assert set(record["top_cells"]) == {"coarse", "middle", "fine", "hierarchy"}

@@ -156,10 +156,11 @@ def test_commands_use_what_a_kind_offers(colour_kind_registered, colour_bundle, 
     photo = tmp_path / "red.jpg"
     photo.write_bytes(make_jpeg(120, 90, colour=(255, 0, 0)))
     # Attention maps are maps: `predict --cam` writes them for this kind ...
-    _run("predict", str(photo), "--cpu", "--model", str(colour_bundle), "--cam", str(tmp_path / "cams"))
+    _run("predict", str(photo), "--device", "cpu", "--model", str(colour_bundle), "--cam", str(tmp_path / "cams"))
     assert Image.open(tmp_path / "cams/red_cam.png").size == (120, 90)
     # ... and says so, writing nothing, for a kind without maps.
-    _, err = _run("predict", str(photo), "--cpu", "--model", str(tiny_geoclip), "--cam", str(tmp_path / "none"))
+    _, err = _run("predict", str(photo), "--device", "cpu", "--model", str(tiny_geoclip), "--cam",
+                  str(tmp_path / "none"))
     assert "geoclip-tiny (kind geoclip) gives no activation maps" in err and not (tmp_path / "none").exists()
     # Scenes are labelled only with a bundle that has a Places365 classifier.
     with pytest.raises(CommandError, match="colour-test .kind colour-test. has no Places365 scene classifier"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -123,3 +124,41 @@ def test_three_isns_export_install_and_route_photos_to_their_concepts_network(th
         lat, lon = REGIONS[region]
         assert great_circle_km(prediction.lat, prediction.lon, lat, lon) < 500, (concept, prediction.lat,
                                                                                  prediction.lon)
+
+
+def test_isn_export_takes_each_checkpoints_own_concept_and_refuses_the_wrong_ones(three_isns, tmp_path, tiny_bundle):
+    from django.core.management.base import CommandError
+
+    root, checkpoints = three_isns
+    common = ["--scene-model", str(tiny_bundle), "--device", "cpu"]
+    # Concepts are read from the checkpoints: the order and the CONCEPT= prefix are optional.
+    call_command("export_bundle", "--isn", str(checkpoints["urban"]), str(checkpoints["indoor"]),
+                 f"natural={checkpoints['natural']}", "--name", "isn-any-order", "--output", str(tmp_path / "ok"),
+                 *common, verbosity=0)
+    card = (tmp_path / "ok" / "MODEL_CARD.md").read_text()
+    assert re.search(r"- ISN natural: trained [12] epochs? (\(the checkpoint .* of a 2-epoch run\) )?on \d+ images, "
+                     r"tiny", card)
+    assert "Scene classifier: UNTRAINED (scene classifier copied from bundle 'tiny-untrained'" in card
+    with pytest.raises(CommandError, match=rf"{checkpoints['urban']} was trained for the 'urban' concept, not "
+                                           "'natural': give it as urban="):
+        call_command("export_bundle", "--isn", f"indoor={checkpoints['indoor']}",
+                     f"natural={checkpoints['urban']}", f"urban={checkpoints['natural']}", "--name", "swapped",
+                     "--output", str(tmp_path / "swapped"), *common)
+    base = root / "base"
+    call_command("train", "--train-shards", str(root / "shards" / "train"), "--val-shards",
+                 str(root / "shards" / "val"), "--partitionings", *[str(root / f"{n}.csv") for n in
+                                                                    ("coarse", "middle", "fine")],
+                 "--output", str(base), "--backbone", "tiny", "--epochs", "1", "--batch-size", "16",
+                 "--crop-size", "32", "--workers", "0", "--no-progress", "--device", "cpu")
+    with pytest.raises(CommandError, match="is a base network .*, not the 'natural' ISN: an ISN bundle needs one "
+                                           "network trained per concept"):
+        call_command("export_bundle", "--isn", f"indoor={checkpoints['indoor']}", f"natural={base / 'best.pt'}",
+                     f"urban={checkpoints['urban']}", "--name", "base-as-isn", "--output", str(tmp_path / "b"),
+                     *common)
+    with pytest.raises(CommandError, match="trained for the 'indoor' concept only .* bundle the three ISNs with --isn"):
+        call_command("export_bundle", "--checkpoint", str(checkpoints["indoor"]), "--name", "isn-as-base",
+                     "--output", str(tmp_path / "c"), *common)
+    with pytest.raises(CommandError, match="two checkpoints were trained for the 'indoor' concept"):
+        call_command("export_bundle", "--isn", str(checkpoints["indoor"]), str(checkpoints["indoor"]),
+                     str(checkpoints["urban"]), "--name", "twice", "--output", str(tmp_path / "d"), *common)
+    assert not any((tmp_path / name).exists() for name in ("swapped", "b", "c", "d"))

@@ -65,15 +65,23 @@ def test_photos_to_installed_bundle_that_predicts(tmp_path, tiny_bundle, capsys)
                  "--batch-size", "32", "--lr", "0.05", "--crop-size", "48", "--workers", "0", "--no-progress")
     assert (run / "best.pt").is_file() and (run / "metrics.csv").is_file()
 
-    test_csv = tmp_path / "test.csv"  # a small test set keeps the engine's five-crop evaluation quick
-    test_csv.write_text("".join(metadata.read_text().splitlines(keepends=True)[:25]))
+    # Rows of the training metadata are no test set: the export refuses them, naming the count.
+    reused = tmp_path / "reused.csv"
+    reused.write_text("".join(metadata.read_text().splitlines(keepends=True)[:25]))
+    with pytest.raises(CommandError, match=r"test set 'reused': 1\d of its 24 photos are training photos"):
+        call_command("export_bundle", "--checkpoint", str(run / "best.pt"), "--name", "reused",
+                     "--output", str(tmp_path / "reused"), "--scene-model", str(tiny_bundle),
+                     "--test", "reused", str(reused), str(tmp_path / "photos" / "images"), verbosity=0)
+    assert not (tmp_path / "reused").exists()
+    test_csv = write_csv_dataset(tmp_path / "test", 24, seed=22)  # small: five-crop evaluation stays quick
     bundle = tmp_path / "bundle"
     call_command("export_bundle", "--checkpoint", str(run / "best.pt"), "--name", "synthetic-base",
                  "--output", str(bundle), "--scene-model", str(tiny_bundle),
-                 "--test", "synthetic-test", str(test_csv), str(tmp_path / "photos" / "images"),
+                 "--test", "synthetic-test", str(test_csv), str(tmp_path / "test" / "images"),
                  "--training-data", "320 synthetic colour-coded photos")
     card = (bundle / "MODEL_CARD.md").read_text()
-    assert "validation (held-out shards" in card and "synthetic-test (24 images)" in card
+    assert "validation (" in card and "synthetic-test (24 images; serving protocol)" in card
+    assert "- synthetic-test: 0 of 24 are training photos" in card
 
     installed = registry.install_bundle(bundle, activate=True)
     assert registry.active_bundle_path().name == installed.name == "synthetic-base"
@@ -165,7 +173,7 @@ weights: null
 
 def test_import_tib_lightning_checkpoint_gives_the_same_outputs(tmp_path, tiny_bundle):
     from predictor.ml.kinds import load_bundle
-    from predictor.ml.train.lightning_import import parse_simple_yaml
+    from predictor.ml.train.lightning_import import read_hparams
     from torchvision.models import resnet50
 
     tiny = load_bundle(tiny_bundle)
@@ -179,7 +187,17 @@ def test_import_tib_lightning_checkpoint_gives_the_same_outputs(tmp_path, tiny_b
     with pytest.raises(Exception):  # Lightning's hyper-parameter class is refused by the safe loader...
         torch.load(ckpt, weights_only=True)
     (tmp_path / "hparams.yaml").write_text(HPARAMS)
-    assert parse_simple_yaml(HPARAMS)["partitionings"]["shortnames"] == ["coarse", "middle", "fine"]
+    hparams = read_hparams(tmp_path / "hparams.yaml")
+    assert hparams["partitionings"]["shortnames"] == ["coarse", "middle", "fine"]
+    assert hparams["optim"]["params"]["weight_decay"] == 0.0001 and hparams["weights"] is None
+    # A YAML file that asks for a Python object is refused with a sentence, and nothing of it runs.
+    hostile = tmp_path / "hostile.yaml"
+    hostile.write_text("arch: !!python/object/apply:os.system ['touch " + str(tmp_path / "pwned") + "']\n")
+    with pytest.raises(CommandError, match="not a readable hparams.yaml"):
+        call_command("import_checkpoint", "--checkpoint", str(ckpt), "--hparams", str(hostile),
+                     "--partitionings", *cell_files, "--name", "hostile", "--output", str(tmp_path / "hostile"),
+                     "--scene-model", str(tiny_bundle))
+    assert not (tmp_path / "pwned").exists()
 
     bundle = tmp_path / "tib-base-M"
     call_command("import_checkpoint", "--checkpoint", str(ckpt), "--hparams", str(tmp_path / "hparams.yaml"),

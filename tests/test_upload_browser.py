@@ -60,7 +60,9 @@ def test_upload_stream_reload_and_delete(live_settings, page, transactional_db, 
     assert page.is_visible("#untrained-banner")
     assert page.locator(".leaflet-marker-icon.shape-triangle").count() == 1
     assert page.locator("path.confidence-circle").count() == 1
-    page.wait_for_function("document.getElementById('cam').naturalWidth > 0")
+    # A function, not a bare expression: Playwright polls an expression with eval, which the page's CSP (no
+    # 'unsafe-eval') refuses as soon as the map is not there at the first check.
+    page.wait_for_function("() => document.getElementById('cam').naturalWidth > 0")
 
     page.reload()
     assert wait_for_result(page) == first

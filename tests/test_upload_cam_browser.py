@@ -43,7 +43,9 @@ def test_clicking_a_cell_shows_its_activation_map(live_settings, page, transacti
     analysis = Analysis.objects.get(owner=vera)
     assert analysis.granularity == "region", analysis.coarsening_reason
     [cam] = [e for e in analysis.events if e["type"] == "cam"]
-    page.wait_for_function("document.getElementById('cam').naturalWidth > 0")
+    # A function, not a bare expression: Playwright polls an expression with eval, which the page's CSP (no
+    # 'unsafe-eval') refuses as soon as the map is not there at the first check.
+    page.wait_for_function("() => document.getElementById('cam').naturalWidth > 0")
     assert page.get_attribute("#cam", "src") == cam["url"]
 
     token, url = list(cam["cells"]["coarse"].items())[1]  # the second most probable coarse cell

@@ -164,10 +164,11 @@ def model_card_text(name: str, *, untrained: bool, card: dict, config_input: dic
                                           "the app.",
                     sections: list[tuple[str, list[str]]] = ()) -> str:
     """MODEL_CARD.md of any kind: `architecture` lines from the kind, then the test-time crops, the training data,
-    the measured accuracy, the kind's further `sections` (title, lines) and the notes.
+    the measured accuracy, the kind's further `sections` (title, lines), the card's own sections and the notes.
 
-    card: {"training_data": str, "accuracy": {dataset: {threshold_km: fraction}} or str, "notes": str}, all
-    optional.
+    card: {"training_data": str, "accuracy": {dataset: {threshold_km: fraction}} or str, "notes": str,
+    "sections": [(title, [lines])]}, all optional; "sections" comes from whoever measured the model (the training
+    export's protocol, overlap, spread and untrained parts, predictor.ml.train.card).
     """
     lines = [f"# Model card: {name}", ""]
     if untrained:
@@ -186,7 +187,8 @@ def model_card_text(name: str, *, untrained: bool, card: dict, config_input: dic
                 lines.append(f"- {dataset}: {values}")
     else:
         lines.append(str(accuracy) if accuracy else "not measured")
-    for title, body in sections:
+    # The kind's own sections, then the card's (predictor.ml.train.card: protocol, overlap, spread, untrained parts).
+    for title, body in [*sections, *(card.get("sections") or ())]:
         lines += ["", f"## {title}", "", *body]
     if card.get("notes"):
         lines += ["", "## Notes", "", str(card["notes"])]

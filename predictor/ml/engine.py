@@ -475,4 +475,5 @@ class InferenceEngine:
             lat, lon = refined.lat, refined.lon
         overlays = {name: maps[row].cpu().numpy() for name, maps in output.overlays.items()}
         return Prediction(model_name=model.name, untrained=model.untrained, scene=scene, top_cells=top_cells,
-                          argmax=argmax, lat=lat, lon=lon, confidence=confidence, refined=refined, overlays=overlays)
+                          argmax=argmax, lat=lat, lon=lon, confidence=confidence, refined=refined, overlays=overlays,
+                          scene_untrained=bool(model.scene_untrained))

@@ -1,4 +1,5 @@
-"""Evaluate geolocation results: read and write the paper's per-image results files, accuracy tables, plots.
+"""Evaluate geolocation results: read and write the paper's per-image results files, accuracy tables, plots,
+and how the predictions spread (distinct cells, collapse) and how well their confidence is calibrated.
 
 Files are read by core.im2gps, the one reader of the Im2GPS formats (the game import uses it too); this module
 is its strict user: a file with any bad row is refused. Results format (as published with the paper): header `img_id,gt_lat,predicted_lat,gt_long,predicted_long,
@@ -25,6 +26,16 @@ SUMMARY_HEADER = im2gps.SUMMARY_HEADER
 # The published files store distances to 2 decimals; recomputation agrees within 0.005 km, so more than this
 # means the file's coordinates and distances do not belong together.
 STORED_DISTANCE_TOLERANCE_KM = 0.01
+# A prediction is a cell's mean coordinate, so distinct predicted points are distinct cells.
+POINT_DECIMALS = 5
+# Collapse: one predicted cell takes at least this share of the photos (checked from this many photos on).
+COLLAPSE_SHARE = 0.5
+COLLAPSE_MIN_IMAGES = 10
+# The confidence is the probability mass within 25 km of the estimate (Prediction.confidence): it is calibrated
+# when that share of the photos lies within 25 km.
+CONFIDENCE_RADIUS_KM = 25.0
+CALIBRATION_BINS = 10
+SELECTIVE_COVERAGES = (1.0, 0.5, 0.25)
 
 
 class ResultsFormatError(ValueError):
@@ -42,6 +53,7 @@ class ImagePredictions:
     pred_lon: np.ndarray
     stored_km: np.ndarray | None = None  # the file's own distance column, if read from a file
     stored_summary: list[float] | None = None  # the file's own summary row, if present
+    confidence: np.ndarray | None = None  # the model's confidence per image (0..1), when it was run here
 
     def __post_init__(self):
         for name in ("gt_lat", "gt_lon", "pred_lat", "pred_lon"):
@@ -90,6 +102,80 @@ class AccuracyRow:
 
 
 @dataclass
+class PredictionSpread:
+    """How many places a model answers with, and whether its confidence means what it says.
+
+    `ece` is the expected calibration error of the confidence against "the true location is within 25 km" (equal
+    width bins); `selective` maps a coverage (the most confident share of the photos) to their accuracy at 25 km.
+    """
+
+    images: int
+    distinct_cells: int
+    top_share: float  # share of the photos given the most common prediction
+    top_point: tuple[float, float]
+    ece: float | None = None
+    mean_confidence: float | None = None
+    within_radius: float | None = None  # share of the photos within CONFIDENCE_RADIUS_KM
+    selective: dict[float, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, pred_lat, pred_lon, distances_km, confidence=None) -> "PredictionSpread":
+        points = np.round(np.stack([np.asarray(pred_lat, dtype=np.float64), np.asarray(pred_lon, dtype=np.float64)],
+                                   axis=1), POINT_DECIMALS)
+        d = np.asarray(distances_km, dtype=np.float64)
+        if len(points) == 0:
+            return cls(images=0, distinct_cells=0, top_share=math.nan, top_point=(math.nan, math.nan))
+        unique, counts = np.unique(points, axis=0, return_counts=True)
+        top = int(np.argmax(counts))
+        spread = cls(images=len(points), distinct_cells=len(unique), top_share=float(counts[top] / len(points)),
+                     top_point=(float(unique[top][0]), float(unique[top][1])))
+        if confidence is not None:
+            c = np.clip(np.asarray(confidence, dtype=np.float64), 0.0, 1.0)
+            hit = (d <= CONFIDENCE_RADIUS_KM).astype(np.float64)
+            bins = np.minimum((c * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
+            spread.ece = float(sum(abs(hit[bins == b].mean() - c[bins == b].mean()) * np.sum(bins == b)
+                                   for b in range(CALIBRATION_BINS) if np.any(bins == b)) / len(c))
+            spread.mean_confidence = float(c.mean())
+            spread.within_radius = float(hit.mean())
+            order = np.argsort(-c, kind="stable")
+            for coverage in SELECTIVE_COVERAGES:
+                kept = order[:max(1, int(math.ceil(coverage * len(c))))]
+                spread.selective[coverage] = float(hit[kept].mean())
+        return spread
+
+    @property
+    def collapsed(self) -> bool:
+        return self.images >= COLLAPSE_MIN_IMAGES and self.top_share >= COLLAPSE_SHARE
+
+    def warning(self) -> str | None:
+        if not self.collapsed:
+            return None
+        return (f"predictions collapse: {round(self.top_share * self.images)} of {self.images} photos "
+                f"({100 * self.top_share:.1f} %) get the same cell ({self.top_point[0]:.4f}, "
+                f"{self.top_point[1]:.4f}); the accuracy figures describe one answer, not a model")
+
+    def lines(self) -> list[str]:
+        out = [f"distinct predicted cells: {self.distinct_cells} for {self.images} photos; the most common takes "
+               f"{100 * self.top_share:.1f} %"]
+        if self.ece is not None:
+            out.append(f"calibration: expected calibration error {self.ece:.3f} (confidence = probability mass within "
+                       f"{CONFIDENCE_RADIUS_KM:g} km, against the true location within {CONFIDENCE_RADIUS_KM:g} km, "
+                       f"{CALIBRATION_BINS} bins); mean confidence {100 * self.mean_confidence:.1f} %, "
+                       f"{100 * self.within_radius:.1f} % within {CONFIDENCE_RADIUS_KM:g} km")
+            out.append("selective: within " + f"{CONFIDENCE_RADIUS_KM:g} km " + ", ".join(
+                f"{100 * acc:.1f} % of the {100 * coverage:g} % most confident" for coverage, acc in
+                self.selective.items()))
+        return out
+
+    def to_dict(self) -> dict:
+        return {"images": self.images, "distinct_cells": self.distinct_cells, "top_share": self.top_share,
+                "top_point": list(self.top_point), "collapsed": self.collapsed, "ece": self.ece,
+                "calibration_bins": CALIBRATION_BINS, "confidence_radius_km": CONFIDENCE_RADIUS_KM,
+                "mean_confidence": self.mean_confidence, "within_radius": self.within_radius,
+                "selective": {f"{k:g}": v for k, v in self.selective.items()}}
+
+
+@dataclass
 class EvaluationReport:
     name: str
     overall: AccuracyRow
@@ -98,6 +184,9 @@ class EvaluationReport:
     stored_summary_matches: bool | None = None  # None when the file had no summary row
     distances_km: np.ndarray = field(default=None, repr=False)
     concepts: list[str] | None = field(default=None, repr=False)
+    spread: PredictionSpread | None = None
+    overlap: dict | None = None  # the test set against the training data (predictor.ml.train.holdout.Overlap)
+    overlap_note: str = ""  # why it was not checked, when it was not
 
     def rows(self) -> list[AccuracyRow]:
         return [self.overall, *self.by_concept.values()]
@@ -115,6 +204,8 @@ class EvaluationReport:
             ],
             "stored_distance_mismatches": self.stored_distance_mismatches,
             "stored_summary_matches": self.stored_summary_matches,
+            "spread": self.spread.to_dict() if self.spread is not None else None,
+            "overlap_with_training": self.overlap, "overlap_note": self.overlap_note or None,
         }
 
 
@@ -191,7 +282,9 @@ def evaluate(predictions: ImagePredictions, *, name: str,
              meta: dict[str, MetaRecord] | None = None) -> EvaluationReport:
     """Accuracy table over all images and, with meta, per S3 concept (joined by image id)."""
     distances = predictions.distances_km
-    report = EvaluationReport(name=name, overall=AccuracyRow.of("all", distances), distances_km=distances)
+    report = EvaluationReport(name=name, overall=AccuracyRow.of("all", distances), distances_km=distances,
+                              spread=PredictionSpread.of(predictions.pred_lat, predictions.pred_lon, distances,
+                                                         predictions.confidence))
     if predictions.stored_km is not None:
         report.stored_distance_mismatches = int(np.sum(
             np.abs(predictions.stored_km - distances) > STORED_DISTANCE_TOLERANCE_KM))
@@ -225,6 +318,10 @@ def format_table(report: EvaluationReport) -> str:
                      f"by more than {STORED_DISTANCE_TOLERANCE_KM} km (recomputed values used)")
     if report.stored_summary_matches is False:
         lines.append("warning: the file's own summary row differs from the recomputed accuracies")
+    if report.spread is not None and report.spread.images:
+        lines += report.spread.lines()
+        if report.spread.warning():
+            lines.append("WARNING: " + report.spread.warning())
     return "\n".join(lines)
 
 
@@ -304,7 +401,7 @@ def predict_image_folder(engine, *, image_dir: str | Path, meta: dict[str, MetaR
         raise FileNotFoundError(f"{image_dir}: not a folder")
     skipped = {i: "file not found" for i in meta if not (image_dir / i).is_file()}
     wanted = [i for i in meta if i not in skipped]
-    ids, coords = [], []
+    ids, coords, confidence = [], [], []
     for start in range(0, len(wanted), batch_size):
         batch = wanted[start:start + batch_size]
         # The engine decodes files itself (in its worker threads), and returns an Exception for a bad one.
@@ -314,11 +411,12 @@ def predict_image_folder(engine, *, image_dir: str | Path, meta: dict[str, MetaR
             else:
                 ids.append(img_id)
                 coords.append((result.lat, result.lon))
+                confidence.append(float(result.confidence))
         if progress is not None:
             progress(start + len(batch), len(wanted))
     if not ids:
         raise ResultsFormatError(f"no image of the meta file could be predicted from {image_dir}")
     array = np.array(coords, dtype=np.float64)
     predictions = ImagePredictions(img_ids=ids, gt_lat=[meta[i].lat for i in ids], gt_lon=[meta[i].lon for i in ids],
-                                   pred_lat=array[:, 0], pred_lon=array[:, 1])
+                                   pred_lat=array[:, 0], pred_lon=array[:, 1], confidence=np.array(confidence))
     return predictions, skipped

@@ -45,7 +45,8 @@ from .bundle import (BundleError, BundleWriter, check_weight_shapes, model_card_
                      read_partitionings, require_keys, state_dict_shapes)
 from .geodesy import EARTH_RADIUS_KM, coordinates_in_range
 from .hierarchy import CONFIDENCE_RADIUS_KM, Hierarchy
-from .isn import SceneClassifier, check_scene_weights, load_scene_classifier, write_scene_classifier
+from .isn import (SceneClassifier, check_scene_weights, load_scene_classifier, scene_classifier_untrained,
+                  write_scene_classifier)
 from .model import CROP_INPUT, PHOTO_INPUT, ModelKind, ModelOutput, Runner, ServedNetwork
 from .network import GeoNetwork
 from .partitions import MIN_LEVEL, Partitioning, leaf_cell, tiny_partitionings
@@ -211,6 +212,12 @@ class GeoCLIPModel:
     @property
     def partitioning_names(self) -> list[str]:
         return [p.name for p in self.partitionings]
+
+    @property
+    def scene_untrained(self) -> bool:
+        """The Places365 classifier has random weights (the scene shown and the indoor safeguard mean nothing),
+        even when the image tower is trained."""
+        return self.untrained or scene_classifier_untrained(self.config)
 
     @property
     def scene_labels(self) -> list[str]:
@@ -387,8 +394,10 @@ def read_wheel(path: str | Path) -> GeoCLIPRelease:
 def save_geoclip_bundle(path: str | Path, *, name: str, release: GeoCLIPRelease, vision_config: dict,
                         vision_state: dict[str, torch.Tensor], partitionings: list[Partitioning],
                         scene_network: GeoNetwork, scene_mapping, clip_source: str, untrained: bool = False,
-                        notes: str = "", gallery_every: int = 1, overwrite: bool = False) -> Path:
-    """Write a GeoCLIP bundle (see the module docstring). `gallery_every` > 1 keeps every n-th gallery point."""
+                        notes: str = "", gallery_every: int = 1, overwrite: bool = False,
+                        scene_untrained: bool = False) -> Path:
+    """Write a GeoCLIP bundle (see the module docstring). `gallery_every` > 1 keeps every n-th gallery point;
+    `scene_untrained` marks a random scene classifier beside the trained GeoCLIP weights."""
     # Check every part fits before writing anything.
     location = LocationEncoder.from_state_dict(release.location)
     tower = ImageTower(build_vision_tower(vision_config), image_mlp())
@@ -415,7 +424,8 @@ def save_geoclip_bundle(path: str | Path, *, name: str, release: GeoCLIPRelease,
             table.writerow(["lat", "lon", *names])
             for g in range(len(lat)):
                 table.writerow([repr(float(lat[g])), repr(float(lon[g])), *assignment[g].tolist()])
-        scene = write_scene_classifier(writer, scene_network, scene_mapping)
+        scene_untrained = untrained or scene_untrained
+        scene = write_scene_classifier(writer, scene_network, scene_mapping, untrained=scene_untrained)
         licences = [dict(GEOCLIP_LICENCE), dict(CLIP_LICENCE, source=clip_source)]
         writer.write_text(FILES["licences"], "# Licences\n\n" + "\n".join(
             f"- {e['component']}: {e['licence']} (from {e['source']})" for e in licences)
@@ -426,7 +436,8 @@ def save_geoclip_bundle(path: str | Path, *, name: str, release: GeoCLIPRelease,
             "coordinates",
             f"- Gallery probabilities summed into "
             f"{', '.join(f'{n} ({len(p)} cells)' for n, p in zip(names, partitionings))}",
-            f"- Scene classifier: {scene_network.backbone} Places365 (365 classes) -> S3 (shown, not used for routing)"]
+            f"- Scene classifier: {scene_network.backbone} Places365 (365 classes) -> S3 (shown, not used for routing)"
+            + ("; UNTRAINED (random weights): the scene shown for a photo means nothing" if scene_untrained else "")]
         card = model_card_text(
             name, untrained=untrained, config_input=CROPS.to_config(), architecture=architecture,
             untrained_note="the image tower has random weights; predictions are meaningless.",
@@ -604,11 +615,12 @@ def download_clip(into: str | Path, repo: str = CLIP_REPO) -> Path:
 
 def build_geoclip_bundle(path: str | Path, *, wheel: str | Path, clip_dir: str | Path, clip_source: str,
                          partitionings: list[Partitioning], scene_network: GeoNetwork, scene_mapping,
-                         scene_note: str = "", name: str = "geoclip", overwrite: bool = False) -> Path:
+                         scene_note: str = "", scene_untrained: bool = False, name: str = "geoclip",
+                         overwrite: bool = False) -> Path:
     """The servable GeoCLIP bundle: wheel weights and whole gallery, CLIP vision tower from `clip_dir`."""
     release = read_wheel(wheel)
     vision_config, vision_state = read_clip_vision(clip_dir)
     return save_geoclip_bundle(path, name=name, release=release, vision_config=vision_config,
                                vision_state=vision_state, partitionings=partitionings, scene_network=scene_network,
                                scene_mapping=scene_mapping, clip_source=clip_source, untrained=False,
-                               notes=scene_note, overwrite=overwrite)
+                               notes=scene_note, overwrite=overwrite, scene_untrained=scene_untrained)

@@ -9,7 +9,8 @@ Bundle files, besides the container's (predictor.ml.bundle)::
     scene/places365_s3.csv              the 365 -> S3 mapping (predictor.ml.scenes CSV format)
 
 config.json: "architecture" {backbone, num_classes, routing "isn-s3"|"single"}, "concepts", "networks"
-{concept: file}, "scene" {backbone, num_classes, weights, mapping, input}.
+{concept: file}, "scene" {backbone, num_classes, weights, mapping, input, untrained}, and for a trained bundle
+"training" (how its networks were trained: crops, validation protocol, overlap; predictor.ml.train.card).
 """
 from __future__ import annotations
 
@@ -74,12 +75,20 @@ def load_scene_classifier(path: Path, config: dict) -> tuple[SceneClassifier, Sc
     return SceneClassifier(scene_network, mapping.labels, mapping.matrix), mapping
 
 
-def write_scene_classifier(writer: BundleWriter, scene_network: GeoNetwork, scene_mapping: SceneMapping) -> dict:
-    """Save the scene classifier into a bundle being written; returns config.json's "scene" entry."""
+def write_scene_classifier(writer: BundleWriter, scene_network: GeoNetwork, scene_mapping: SceneMapping, *,
+                           untrained: bool) -> dict:
+    """Save the scene classifier into a bundle being written; returns config.json's "scene" entry. `untrained`:
+    its weights are random, so the scene it names (and, in an ISN, the routing) means nothing."""
     writer.save_module(SCENE_WEIGHTS, scene_network)
     scene_mapping.to_csv(writer.file(SCENE_MAPPING))
     return {"backbone": scene_network.backbone, "num_classes": 365, "weights": SCENE_WEIGHTS,
-            "mapping": SCENE_MAPPING, "input": "whole photo resized to a square"}
+            "mapping": SCENE_MAPPING, "input": "whole photo resized to a square", "untrained": bool(untrained)}
+
+
+def scene_classifier_untrained(config: dict) -> bool:
+    """Whether a bundle's scene classifier has random weights: the whole bundle is untrained, or config.json's
+    "scene" says so (a trained geolocation network beside a random scene classifier)."""
+    return bool(config.get("untrained", False)) or bool((config.get("scene") or {}).get("untrained", False))
 
 
 def check_scene_weights(path: Path, config: dict) -> None:
@@ -167,6 +176,11 @@ class ISNModel:
         return [p.name for p in self.partitionings]
 
     @property
+    def scene_untrained(self) -> bool:
+        """The scene classifier has random weights (so has the ISN routing), even if the geo networks are trained."""
+        return self.untrained or scene_classifier_untrained(self.config)
+
+    @property
     def scene_labels(self) -> list[str]:
         return self.scene.labels
 
@@ -221,9 +235,12 @@ def _architecture_lines(config: dict) -> list[str]:
 def save_bundle(path: str | Path, *, name: str, networks: dict[str, GeoNetwork], partitionings: list[Partitioning],
                 scene_network: GeoNetwork, scene_mapping: SceneMapping, model_card: dict | None = None,
                 crops: CropSpec | None = None, untrained: bool = False, partitioning_names: list[str] | None = None,
-                overwrite: bool = False) -> Path:
+                overwrite: bool = False, training: dict | None = None, scene_untrained: bool = False) -> Path:
     """Write an ISN bundle: `networks` is {"indoor", "natural", "urban"} or {"base"} -> GeoNetwork; `model_card` is
-    {"training_data": str, "accuracy": {dataset: {threshold_km: fraction}} or str, "notes": str}."""
+    {"training_data": str, "accuracy": {dataset: {threshold_km: fraction}} or str, "notes": str, "sections":
+    [(title, [lines])]} (see `bundle.model_card_text`). `training` (how the networks were trained: crops,
+    validation, data; see predictor.ml.train.card) is kept in config.json as it is; `scene_untrained` marks a
+    random scene classifier beside trained networks (an untrained bundle's is untrained anyway)."""
     crops = crops or CropSpec()
     isn = ISN(networks)  # validates the set of concepts and that the networks agree
     sizes = [len(p) for p in partitionings]
@@ -234,11 +251,13 @@ def save_bundle(path: str | Path, *, name: str, networks: dict[str, GeoNetwork],
         network_files = {concept: writer.save_module(f"weights/geo_{concept}.safetensors", networks[concept],
                                                      metadata={"concept": concept})
                          for concept in isn.concepts}
-        scene = write_scene_classifier(writer, scene_network, scene_mapping)
+        scene = write_scene_classifier(writer, scene_network, scene_mapping, untrained=untrained or scene_untrained)
         any_net = networks[isn.concepts[0]]
         fields = {"architecture": {"backbone": any_net.backbone, "num_classes": any_net.num_classes,
                                    "routing": ROUTED if isn.routed else SINGLE},
                   "concepts": list(isn.concepts), "networks": network_files, "scene": scene}
+        if training is not None:
+            fields["training"] = training
         card = model_card_text(name, untrained=untrained, card=dict(model_card or {}), config_input=crops.to_config(),
                                architecture=_architecture_lines({**fields, "partitionings": entries}))
         return writer.finish(kind=KIND, untrained=untrained, crops=crops, partitionings=entries, card=card, **fields)
@@ -246,11 +265,12 @@ def save_bundle(path: str | Path, *, name: str, networks: dict[str, GeoNetwork],
 
 def save_model(path: str | Path, model: ISNModel, *, model_card: dict | None = None, name: str | None = None,
                overwrite: bool = False) -> Path:
-    """Save a loaded (or freshly trained) ISNModel as a bundle."""
+    """Save a loaded (or freshly trained) ISNModel as a bundle, with its training record and scene flag."""
     return save_bundle(path, name=name or model.name, networks=dict(model.isn.networks.items()),
                        partitionings=model.partitionings, scene_network=model.scene.network,
                        scene_mapping=model.scene_mapping, model_card=model_card or {}, crops=model.crops,
-                       untrained=model.untrained, partitioning_names=model.partitioning_names, overwrite=overwrite)
+                       untrained=model.untrained, partitioning_names=model.partitioning_names, overwrite=overwrite,
+                       training=model.config.get("training"), scene_untrained=model.scene_untrained)
 
 
 def _validate(path: Path, config: dict) -> list[str]:

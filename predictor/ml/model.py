@@ -65,6 +65,9 @@ class GeoModel(Protocol):
     kind: str  # the registry name of its kind (predictor.ml.kinds)
     name: str
     untrained: bool  # random weights: every page that shows its answers says so
+    # The scene it reports (ModelOutput.s3, and for ISNs the routing) comes from random weights, even where the
+    # geolocation weights are trained: predictions, `predict` and the analysis page then say so.
+    scene_untrained: bool
     partitionings: list[Partitioning]  # coarse -> fine
     hierarchy: Hierarchy
     crops: CropSpec

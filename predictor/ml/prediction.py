@@ -60,6 +60,7 @@ class Prediction:
     lon: float
     confidence: float  # probability mass within 25 km of the estimate (prediction density), 0..1
     timings_ms: dict[str, float] = field(default_factory=dict)
+    scene_untrained: bool = False  # the scene classifier has random weights: scene and ISN routing are meaningless
     cam: np.ndarray | None = field(default=None, repr=False)  # HxW float32 in 0..1 over the input image
     cam_kind: str | None = None  # CELL_MAP or ATTENTION_MAP when `cam` is set
     refined: Refined | None = None  # set by models that refine their answer; lat/lon are then its lat/lon

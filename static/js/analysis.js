@@ -64,6 +64,7 @@
     },
     scene: function (event) {
       showUntrained(event.untrained, event.model_name);
+      if (event.scene_untrained && !event.untrained) { byId("scene-untrained-banner").hidden = false; }
       var bars = byId("s3-bars");
       bars.textContent = "";
       orderedKeys(event.s3).forEach(function (concept) {

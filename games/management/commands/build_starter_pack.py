@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from games import starter
 
-SHARED = Path(os.environ.get("GEOWEB_SHARED") or settings.BASE_DIR.parent / "shared")
+SHARED = Path(os.environ.get("GEOWEB_SHARED_DIR") or settings.BASE_DIR.parent / "shared")
 
 
 class Command(BaseCommand):

@@ -2,6 +2,7 @@
 
     manage.py build_partitions --coords coords.csv --tau-min 50 --tau-max 1000 --out cells_50_1000.csv
     manage.py build_partitions --coords coords.csv --hierarchy --out-dir cells/   # coarse/middle/fine, taus scaled
+    manage.py build_partitions --coords shards/mine/train --hierarchy --out-dir cells/   # from stored photos
 """
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ class Command(BaseCommand):
     help = "Adaptive S2 partitioning of image coordinates (Müller-Budack et al. 2018): one, or coarse/middle/fine."
 
     def add_arguments(self, parser):
-        parser.add_argument("--coords", required=True, type=Path, help="CSV with a header and lat/lon columns")
-        parser.add_argument("--lat-col", default="LAT")
-        parser.add_argument("--lon-col", default="LON")
+        parser.add_argument("--coords", required=True, type=Path,
+                            help="CSV with a header and lat/lon columns, or a shard folder (its photos' coordinates)")
+        parser.add_argument("--lat-col", help="latitude column, any case (default: LAT, lat or latitude)")
+        parser.add_argument("--lon-col", help="longitude column, any case (default: LON, lon, lng or longitude)")
         parser.add_argument("--tau-min", type=int, help="cells with at most this many images are dropped")
         parser.add_argument("--tau-max", type=int, nargs="+",
                             help="cells with more images are split; three values (coarse, middle, fine) with "
@@ -35,6 +37,11 @@ class Command(BaseCommand):
         parser.add_argument("--name", help="partitioning name (single partitioning; default: the output file name)")
 
     def handle(self, *args, **options):
+        # Never write into whatever the current folder happens to be: the caller names where the cells go.
+        if options["hierarchy"] and not options["out_dir"]:
+            raise CommandError("say where to write the three partitionings: --out-dir DIR")
+        if not options["hierarchy"] and not options["out"]:
+            raise CommandError("say where to write the partitioning: --out FILE.csv (or --hierarchy --out-dir DIR)")
         skipped: list[str] = []
         try:
             lats, lons = cells.read_coordinates(options["coords"], lat_col=options["lat_col"],
@@ -44,6 +51,7 @@ class Command(BaseCommand):
         self.stdout.write(f"{len(lats)} coordinates from {options['coords']}")
         if skipped:
             shown = "; ".join(skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+            # Skipped and listed, not fatal: a few odd rows among millions should not stop a build.
             self.stdout.write(f"skipped {len(skipped)} bad rows: {shown}")
         if options["hierarchy"]:
             self._hierarchy(lats, lons, options)
@@ -54,7 +62,7 @@ class Command(BaseCommand):
         if options["tau_min"] is None or not options["tau_max"] or len(options["tau_max"]) != 1:
             raise CommandError("give --tau-min and one --tau-max (or --hierarchy for coarse/middle/fine)")
         tau_min, tau_max = options["tau_min"], options["tau_max"][0]
-        out = options["out"] or Path(f"cells_{tau_min}_{tau_max}.csv")
+        out = options["out"]
         started = time.perf_counter()
         try:
             partitioning = cells.build_partitioning(lats, lons, tau_min=tau_min, tau_max=tau_max,
@@ -77,7 +85,7 @@ class Command(BaseCommand):
                               f"tau_max {'/'.join(map(str, tau_maxes))}")
         else:
             tau_min, tau_maxes = options["tau_min"], options["tau_max"]
-        out_dir = options["out_dir"] or Path(".")
+        out_dir = options["out_dir"]
         started = time.perf_counter()
         try:
             partitionings = cells.build_hierarchy(lats, lons, tau_min=tau_min, tau_maxes=tau_maxes,

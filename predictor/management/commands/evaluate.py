@@ -2,14 +2,17 @@
 
     manage.py evaluate --meta im2gps3k_places365.csv --predictions ISNs_M-fstar-S3.csv [--out DIR]
     manage.py evaluate --meta im2gps3k_places365.csv --images DIR --model NAME [--out DIR]
+
+With --images, the test photos are first compared with the model's training data (image ids, and author +
+coordinate); test photos that are training photos stop the evaluation unless --allow-overlap is given.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from predictor.management.devices import add_device_argument, chosen_device
 from predictor.ml import evaluation
 
 
@@ -23,9 +26,13 @@ class Command(BaseCommand):
         source.add_argument("--predictions", type=Path, help="a results file in the paper's format")
         source.add_argument("--images", type=Path, help="folder of the test images, named by IMG_ID")
         parser.add_argument("--model", help="installed bundle name or bundle path (with --images; default: active)")
-        parser.add_argument("--device", default=None, help="inference device (with --images; default: settings)")
+        add_device_argument(parser)
         parser.add_argument("--batch-size", type=int, default=32)
         parser.add_argument("--name", help="name of the report (default: the predictions file's or model's name)")
+        parser.add_argument("--train-shards", nargs="+", type=Path, metavar="DIR",
+                            help="shard folders the model learned from (default: those its bundle records)")
+        parser.add_argument("--allow-overlap", action="store_true",
+                            help="evaluate even when test photos are training photos (the count is reported)")
         parser.add_argument("--out", type=Path, help="folder for <name>_accuracy.{csv,json,png}")
 
     def handle(self, *args, **options):
@@ -36,11 +43,18 @@ class Command(BaseCommand):
                     raise CommandError("--model goes with --images, not with --predictions")
                 predictions = evaluation.read_results(options["predictions"])
                 name = options["name"] or options["predictions"].stem
+                overlap, note = self._overlap(None, options) if options["train_shards"] else (None, "")
             else:
-                predictions, name = self._predict_images(meta, options)
+                predictions, name, overlap, note = self._predict_images(meta, options)
             report = evaluation.evaluate(predictions, name=name, meta=meta)
-        except (evaluation.ResultsFormatError, FileNotFoundError) as error:
+        except (evaluation.ResultsFormatError, FileNotFoundError, ValueError) as error:
             raise CommandError(str(error)) from None
+        report.overlap = overlap.to_dict() if overlap is not None else None
+        report.overlap_note = note
+        if overlap is not None:
+            self.stdout.write(f"overlap with the training data: {overlap.summary()}")
+        elif note:
+            self.stderr.write(f"warning: overlap with the training data not checked: {note}")
 
         self.stdout.write(evaluation.format_table(report))
         if options["out"] is not None:
@@ -51,6 +65,35 @@ class Command(BaseCommand):
                 paths["results"] = results
             for kind, path in paths.items():
                 self.stdout.write(f"wrote {kind}: {path}")
+
+    def _overlap(self, model, options):
+        """(Overlap or None, why not checked) of the test set against the training data; refuses an overlap."""
+        from predictor.ml.train.export import (check_test_overlap, samples_of_folders, test_samples,
+                                               training_folders)
+
+        folders, note = options["train_shards"], ""
+        training = model.config.get("training") if model is not None else None
+        if not folders and training:
+            folders = training_folders(training)
+            missing = [f for f in folders if not Path(f, "index.json").is_file()]
+            if missing and not options["allow_overlap"]:
+                raise CommandError(
+                    f"{model.name} was trained on {', '.join(map(str, missing))}, which is not here, so the test set "
+                    "cannot be compared with its training photos. Give --train-shards DIR (where those shards are "
+                    "now), or --allow-overlap to evaluate without the check.")
+            if missing:
+                folders, note = None, f"its training shards ({', '.join(map(str, missing))}) are not here"
+        elif not folders:
+            note = ("the model is untrained: it learned from no photo" if model is not None and model.untrained else
+                    "the bundle does not record its training images (an imported or older bundle); give "
+                    "--train-shards to check")
+        for folder in folders or []:
+            if not Path(folder, "index.json").is_file():
+                raise CommandError(f"--train-shards {folder}: not a shard folder (no index.json)")
+        return check_test_overlap(
+            options["name"] or Path(options["meta"]).stem, test_samples(options["meta"]),
+            samples_of_folders(list(folders)) if folders else None, unchecked_note=note,
+            allow_overlap=options["allow_overlap"])
 
     def _predict_images(self, meta, options):
         from predictor import registry
@@ -65,8 +108,8 @@ class Command(BaseCommand):
         if model.untrained:
             self.stderr.write(f"warning: {model.name} is an untrained (random-weight) bundle: its accuracy is "
                               "meaningless")
-        engine = InferenceEngine(model, device=options["device"] or settings.INFERENCE_DEVICE,
-                                 max_batch_size=options["batch_size"])
+        overlap, note = self._overlap(model, options)  # before any photo is predicted
+        engine = InferenceEngine(model, device=chosen_device(options), max_batch_size=options["batch_size"])
         try:
             predictions, skipped = evaluation.predict_image_folder(
                 engine, image_dir=options["images"], meta=meta, batch_size=options["batch_size"],
@@ -78,4 +121,4 @@ class Command(BaseCommand):
             examples = "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:5])
             self.stderr.write(f"skipped {len(skipped)} of {len(meta)} meta images ({examples}"
                               f"{' ...' if len(skipped) > 5 else ''})")
-        return predictions, options["name"] or model.name
+        return predictions, options["name"] or model.name, overlap, note

@@ -12,7 +12,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from predictor.management.commands.export_bundle import (add_output_arguments, add_scene_arguments, finish,
                                                          resolve_scene)
-from predictor.ml.train.export import export_bundle
+from predictor.management.devices import chosen_device
+from predictor.ml.train.export import export_bundle, samples_of_folders
 from predictor.ml.train.lightning_import import load_lightning_checkpoint
 from predictor.ml.train.loop import load_partitionings
 
@@ -40,16 +41,24 @@ class Command(BaseCommand):
             if sizes != facts["num_classes"]:
                 raise CommandError(f"the checkpoint's heads have {facts['num_classes']} classes but the "
                                    f"partitionings have {sizes} cells")
-            scene_network, mapping, scene_note = resolve_scene(options)
+            scene = resolve_scene(options)
             notes = (f"Imported from {Path(options['checkpoint']).name} (Lightning {facts['lightning_version']}, "
-                     f"epoch index {facts['epoch']}, step {facts['global_step']}). {scene_note}. {options['notes']}")
+                     f"epoch index {facts['epoch']}, step {facts['global_step']}). {scene.note}. {options['notes']}")
             output = Path(options["output"] or options["name"])
+            folders = options["train_shards"]
+            for folder in folders or []:
+                if not Path(folder, "index.json").is_file():
+                    raise CommandError(f"--train-shards {folder}: not a shard folder (no index.json)")
             path, report = export_bundle(
                 output, name=options["name"], networks={"base": network}, partitionings=partitionings,
-                scene_network=scene_network, scene_mapping=mapping,
+                scene_network=scene.network, scene_mapping=scene.mapping,
                 training_data=options["training_data"] or "as stated by the checkpoint's authors (not re-measured)",
                 notes=notes.strip(), test_sets=[(n, Path(m), Path(i)) for n, m, i in options["test"]],
-                device=options["device"], overwrite=options["overwrite"])
+                device=chosen_device(options), overwrite=options["overwrite"], scene_note=scene.note,
+                scene_untrained=scene.untrained,
+                training_samples=samples_of_folders(folders) if folders else None,
+                unchecked_note="the checkpoint's training images are not here (give --train-shards if you hold "
+                               "them)", allow_overlap=options["allow_overlap"], progress=options["verbosity"] > 0)
         except (OSError, ValueError, BundleError) as error:
             raise CommandError(str(error)) from None
         finish(self, path, report, options)

@@ -70,7 +70,7 @@ class Command(BaseCommand):
     def _build_geoclip(self, scratch: Path, name: str, options) -> Path:
         from predictor.ml import geoclip
         from predictor.ml.partitions import HIERARCHY_NAMES, Partitioning
-        from predictor.ml.train.export import scene_parts
+        from predictor.ml.train.export import scene_source
 
         if not options["partitionings"]:
             raise CommandError("geoclip needs --partitionings COARSE MIDDLE FINE (the paper's cells_50_5000.csv "
@@ -89,8 +89,7 @@ class Command(BaseCommand):
                 scene_bundle = registry.model_dir() / options["scene_model"]
             if not scene_bundle.exists():
                 raise CommandError(f"no such bundle: {options['scene_model']}")
-        scene_network, mapping, scene_note = scene_parts(scene_bundle=scene_bundle,
-                                                         random_scene=options["random_scene"])
+        scene = scene_source(scene_bundle=scene_bundle, random_scene=options["random_scene"])
         wheel = options["wheel"]
         if wheel is None:
             self.stdout.write("downloading the geoclip 1.3.0 wheel (weights and gallery; not installed) ...")
@@ -107,5 +106,6 @@ class Command(BaseCommand):
             clip_source = f"{geoclip.CLIP_REPO} (local copy {clip_dir})"
         self.stdout.write("building the GeoCLIP bundle (assigning 100k gallery points to cells) ...")
         return geoclip.build_geoclip_bundle(scratch / name, wheel=wheel, clip_dir=clip_dir, clip_source=clip_source,
-                                            partitionings=partitionings, scene_network=scene_network,
-                                            scene_mapping=mapping, scene_note=scene_note + ".", name=name)
+                                            partitionings=partitionings, scene_network=scene.network,
+                                            scene_mapping=scene.mapping, scene_note=scene.note + ".",
+                                            scene_untrained=scene.untrained, name=name)

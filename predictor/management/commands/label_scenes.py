@@ -9,6 +9,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from predictor.management.devices import add_device_argument, chosen_device
 from predictor.ml.prediction import S3_CONCEPTS
 from predictor.ml.train.scene_labels import label_scenes, shard_photos, subset_ids, write_subset_shards
 
@@ -21,7 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("--model", help="installed bundle name or bundle path whose scene classifier to run "
                                             "(default: the active model)")
         parser.add_argument("--output", required=True, help="CSV to write")
-        parser.add_argument("--device", default="cpu")
+        add_device_argument(parser)
         parser.add_argument("--batch-size", type=int, default=64)
         parser.add_argument("--subsets-dir", help="write SUBSETS_DIR/{indoor,natural,urban} shard folders")
         parser.add_argument("--min-probability", type=float, default=0.0,
@@ -42,18 +43,20 @@ class Command(BaseCommand):
             path = registry.active_bundle_path()
         if path is None or not path.exists():
             raise CommandError(f"no such model: {target or '(no active model)'}")
+        device = chosen_device(options)
         try:
-            model = load_bundle(path, device=options["device"])
+            model = load_bundle(path, device=device)
         except BundleError as error:
             raise CommandError(str(error)) from None
         if not offers(model, PlacesSceneClassifier):
             raise CommandError(f"{model.name} (kind {model.kind}) has no Places365 scene classifier to label with")
-        if model.untrained:
-            self.stderr.write(f"warning: {model.name} is untrained: its scene labels are meaningless")
+        if model.scene_untrained:
+            self.stderr.write(f"warning: the scene classifier of {model.name} is untrained: its scene labels are "
+                              "meaningless")
         try:
             count = label_scenes(shard_photos(options["shards"]), scene_model=model.scene,
                                  mapping=model.scene_mapping, output=options["output"],
-                                 batch_size=options["batch_size"], device=options["device"],
+                                 batch_size=options["batch_size"], device=device,
                                  size=model.crops.scene_size, progress=options["verbosity"] > 0)
         except (OSError, ValueError) as error:
             raise CommandError(str(error)) from None

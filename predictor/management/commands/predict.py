@@ -1,6 +1,6 @@
 """Geolocate photos from the command line with an installed model bundle.
 
-    manage.py predict IMAGES... [--model NAME|PATH] [--cpu] [--cam DIR] [--out results.csv|results.json]
+    manage.py predict IMAGES... [--model NAME|PATH] [--device cpu] [--cam DIR] [--out results.csv|results.json]
                                 [--top-k 10] [--batch-size 32]
 
 Per photo: scene (S3 probabilities, top Places365 categories), the coarse/middle/fine and hierarchical (f*)
@@ -13,10 +13,10 @@ import sys
 import json
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from predictor import registry
+from predictor.management.devices import add_device_argument, chosen_device
 from predictor.ml.bundle import BundleError
 from predictor.ml.engine import InferenceEngine
 from predictor.ml.kinds import load_bundle
@@ -64,7 +64,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("images", nargs="+", help="image files or folders of images")
         parser.add_argument("--model", help="installed bundle name or bundle path (default: the active model)")
-        parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
+        add_device_argument(parser)
         parser.add_argument("--cam", type=Path, metavar="DIR", help="write class activation map PNGs here")
         parser.add_argument("--out", type=Path, help="write all results to a .csv or .json file")
         parser.add_argument("--top-k", type=int, default=10, help="cells listed per partitioning (default 10)")
@@ -83,7 +83,14 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from None
         if model.untrained:
             self.stderr.write(self.style.WARNING(f"model {model.name} is UNTRAINED: its predictions are meaningless"))
-        device = "cpu" if options["cpu"] else settings.INFERENCE_DEVICE
+        elif model.scene_untrained:
+            # An ISN routes each photo by its scene (config.json's architecture "routing": "isn-s3").
+            routed = (model.config.get("architecture") or {}).get("routing") == "isn-s3"
+            self.stderr.write(self.style.WARNING(
+                f"model {model.name}: the scene classifier is UNTRAINED (random weights), so the scene shown"
+                + (" and the network each photo is routed to mean nothing" if routed else " means nothing")
+                + "; the geolocation networks are trained"))
+        device = chosen_device(options)
         cam_dir: Path | None = options["cam"]
         if cam_dir is not None and not offers_maps(model):
             self.stderr.write(self.style.WARNING(f"model {model.name} (kind {model.kind}) gives no activation maps: "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from predictor.management.devices import chosen_device
 from predictor.ml.train.cli import add_train_arguments, config_from_options, summary_lines
 from predictor.ml.train.loop import train
 
@@ -19,6 +20,7 @@ class Command(BaseCommand):
         add_train_arguments(parser)
 
     def handle(self, *args, **options):
+        options["device"] = chosen_device(options)  # the same --device as every model command
         try:
             result = train(config_from_options(options))
         except (OSError, ValueError) as error:

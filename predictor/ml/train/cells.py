@@ -130,14 +130,26 @@ def build_hierarchy(lats, lons, *, tau_min: int, tau_maxes, names=HIERARCHY_NAME
                        name=name) for t, name in zip(tau_maxes, names)]
 
 
-def read_coordinates(path: str | Path, *, lat_col: str = "LAT", lon_col: str = "LON",
+def read_coordinates(path: str | Path, *, lat_col: str | None = None, lon_col: str | None = None,
                      skipped: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Latitude and longitude columns of a CSV with a header.
+    """Latitude and longitude columns of a CSV with a header, matched case-insensitively (by default any of the
+    names preprocess_images knows: LAT/lat/latitude, LON/lon/lng/longitude); or the photos of a shard folder.
 
     A bad row raises ValueError with its line number, unless `skipped` is given: then the row is left out and its
     reason appended there (a few odd rows in millions should not stop a build).
     """
+    from predictor.ml.train.datasets import LAT_COLUMNS, LON_COLUMNS
+
     path = Path(path)
+    if path.is_dir():  # a shard folder: the coordinates of the photos preprocess_images stored there
+        from predictor.ml.train.holdout import read_samples
+        try:
+            samples = list(read_samples(path))
+        except (FileNotFoundError, ValueError) as error:
+            raise ValueError(f"{path}: a folder, but not a shard folder ({error})") from None
+        if not samples:
+            raise ValueError(f"{path}: no coordinates")
+        return np.array([s.lat for s in samples]), np.array([s.lon for s in samples])
     try:
         handle = path.open(newline="", encoding="utf-8-sig")
     except FileNotFoundError:
@@ -148,11 +160,17 @@ def read_coordinates(path: str | Path, *, lat_col: str = "LAT", lon_col: str = "
         if header is None:
             raise ValueError(f"{path}: empty file")
         header = [h.strip() for h in header]
-        missing = [c for c in (lat_col, lon_col) if c not in header]
-        if missing:
-            raise ValueError(f"{path}: no column {', '.join(missing)} in the header {header} "
-                             f"(choose with --lat-col/--lon-col)")
-        i, j = header.index(lat_col), header.index(lon_col)
+        lowered = [h.lower() for h in header]
+
+        def column(explicit: str | None, candidates: tuple[str, ...], option: str) -> int:
+            for name in ([explicit] if explicit else candidates):
+                if name.lower() in lowered:
+                    return lowered.index(name.lower())
+            wanted = explicit or "/".join(candidates)
+            raise ValueError(f"{path}: no column {wanted} in the header {header} (choose with {option})")
+
+        i = column(lat_col, LAT_COLUMNS, "--lat-col")
+        j = column(lon_col, LON_COLUMNS, "--lon-col")
         lats, lons = [], []
         for number, row in enumerate(reader, start=2):
             if not row:

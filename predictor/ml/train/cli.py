@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import argparse
 
+from predictor.ml.train.holdout import DEFAULT_PLACE_LEVEL, SPLIT_KINDS
 from predictor.ml.train.loop import PAPER_MILESTONES, TrainConfig
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-shards", required=True, help="shard folder written by preprocess_images")
-    parser.add_argument("--val-shards", required=True, help="held-out shard folder, validated every epoch")
+    parser.add_argument("--val-shards", help="held-out shard folder, validated every epoch (e.g. YFCC25600)")
+    parser.add_argument("--val-fraction", type=float, default=0.0,
+                        help="without --val-shards: hold out this share of the training shards for validation")
+    parser.add_argument("--val-split-by", choices=SPLIT_KINDS,
+                        help="with --val-fraction: hold out whole authors, S2 places or single images (default: "
+                             "author where known, else image)")
+    parser.add_argument("--val-place-level", type=int, default=DEFAULT_PLACE_LEVEL,
+                        help=f"S2 level of --val-split-by place (default {DEFAULT_PLACE_LEVEL})")
+    parser.add_argument("--allow-overlap", action="store_true",
+                        help="train even if validation images are training images (recorded on the card)")
     parser.add_argument("--partitionings", nargs="+", required=True, help="cell CSV files, coarse -> fine")
     parser.add_argument("--output", required=True, help="folder for checkpoints and metrics.csv")
     parser.add_argument("--backbone", default="resnet50",
@@ -24,7 +34,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gamma", type=float, default=0.5)
     parser.add_argument("--crop-size", type=int, default=224)
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers per process")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default=None,
+                        help="auto (a GPU when PyTorch sees one, else the CPU), cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--gpu-decode", action="store_true", help="decode JPEGs on the GPU (nvJPEG)")
@@ -41,16 +52,19 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_options(options: dict) -> TrainConfig:
     """A TrainConfig from parsed options (argparse namespace vars or a Django command's options)."""
     return TrainConfig(
-        train_shards=options["train_shards"], val_shards=options["val_shards"],
+        train_shards=options["train_shards"], val_shards=options.get("val_shards"),
         partitionings=list(options["partitionings"]), output_dir=options["output"], backbone=options["backbone"],
         pretrained=options.get("pretrained"), epochs=options["epochs"], batch_size=options["batch_size"],
         lr=options["lr"], momentum=options["momentum"], weight_decay=options["weight_decay"],
         milestones=tuple(options["milestones"]), gamma=options["gamma"], crop_size=options["crop_size"],
-        workers=options["workers"], device=options["device"], precision=options["precision"],
+        workers=options["workers"], device=options["device"] or "auto", precision=options["precision"],
         compile=options["compile"], gpu_decode=options["gpu_decode"], concept=options.get("concept"),
         scene_labels=options.get("scene_labels"), scene_min_probability=options["scene_min_probability"],
         seed=options["seed"], resume=options.get("resume"), max_steps_per_epoch=options.get("max_steps_per_epoch"),
-        progress=not options["no_progress"], name=options["name"])
+        progress=not options["no_progress"], name=options["name"], val_fraction=options.get("val_fraction") or 0.0,
+        val_split_by=options.get("val_split_by") or "auto",
+        val_place_level=options.get("val_place_level", DEFAULT_PLACE_LEVEL),
+        allow_overlap=bool(options.get("allow_overlap")))
 
 
 def summary_lines(result: dict) -> list[str]:

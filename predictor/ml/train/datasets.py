@@ -17,6 +17,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from predictor.ml.geodesy import valid_coordinates
+from predictor.ml.train.holdout import author_from_id, normal_author
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".tif", ".tiff")
 GPS_IFD = 0x8825
@@ -25,6 +26,10 @@ ID_COLUMNS = ("id", "img_id", "image_id", "photo_id", "file_name", "filename", "
 LAT_COLUMNS = ("lat", "latitude", "gps_lat", "true_lat")
 LON_COLUMNS = ("lon", "lng", "long", "longitude", "gps_lon", "true_lon")
 URL_COLUMNS = ("url", "image_url", "photo_url")
+# Who took the photo: TIB's meta files say AUTHOR (a Flickr NSID), OSV-5M creator_id / creator_username.
+AUTHOR_COLUMNS = ("author", "owner", "user_nsid", "user_id", "creator_id", "creator_username", "photographer",
+                  "user")
+EXIF_ARTIST = 0x013B
 
 
 @dataclass
@@ -33,7 +38,7 @@ class GeoPhoto:
     lat: float
     lon: float
     id: str
-    extra: dict = field(default_factory=dict)  # e.g. OSV-5M country/region/city, a URL
+    extra: dict = field(default_factory=dict)  # e.g. OSV-5M country/region/city, a URL, the author
 
     def __iter__(self):
         # Lets callers unpack `image, lat, lon, id = photo`.
@@ -96,7 +101,10 @@ class MetadataRow:
 def read_metadata(path: str | Path, report: SourceReport, *, id_column: str | None = None,
                   lat_column: str | None = None, lon_column: str | None = None,
                   keep_columns: tuple[str, ...] = ()) -> dict[str, MetadataRow]:
-    """Rows of a metadata CSV keyed by image id; bad rows and repeated ids are counted and skipped."""
+    """Rows of a metadata CSV keyed by image id; bad rows and repeated ids are counted and skipped.
+
+    `extra["author"]` holds the photo's author: from an author column when there is one, else from an Im2GPS-style
+    Flickr file name (`<photo>_<secret>_<server>_<owner>.jpg`), else None."""
     rows: dict[str, MetadataRow] = {}
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
@@ -107,6 +115,7 @@ def read_metadata(path: str | Path, report: SourceReport, *, id_column: str | No
         if not (id_key and lat_key and lon_key):
             raise ValueError(f"{path}: need id, latitude and longitude columns; the header is {fieldnames}")
         url_key = _pick_column(fieldnames, URL_COLUMNS, None)
+        author_key = _pick_column(fieldnames, AUTHOR_COLUMNS, None)
         wanted = [c for c in (*keep_columns, url_key) if c and c in fieldnames]
         for line_number, row in enumerate(reader, start=2):
             report.rows += 1
@@ -122,7 +131,10 @@ def read_metadata(path: str | Path, report: SourceReport, *, id_column: str | No
             if image_id in rows:
                 report.note("duplicate_ids", f"{Path(path).name} line {line_number}: id {image_id}")
                 continue
-            rows[image_id] = MetadataRow(image_id, lat, lon, {c: row.get(c) for c in wanted})
+            extra = {c: row.get(c) for c in wanted}
+            extra["author"] = normal_author(row.get(author_key)) if author_key else None
+            extra["author"] = extra["author"] or author_from_id(image_id)
+            rows[image_id] = MetadataRow(image_id, lat, lon, extra)
     return rows
 
 
@@ -291,8 +303,8 @@ def exif_gps(image: Image.Image) -> tuple[float, float] | None:
 
 
 class ExifFolderSource(PhotoSource):
-    """Any folder (searched recursively) of one's own photos; the coordinates come from each file's EXIF GPS.
-    The id is the path relative to the folder."""
+    """Any folder (searched recursively) of one's own photos; the coordinates come from each file's EXIF GPS and
+    the author, when the camera recorded one, from EXIF Artist. The id is the path relative to the folder."""
 
     def __init__(self, folder: str | Path):
         super().__init__()
@@ -306,13 +318,15 @@ class ExifFolderSource(PhotoSource):
             try:
                 with Image.open(path) as raw:
                     position = exif_gps(raw)
+                    artist = raw.getexif().get(EXIF_ARTIST)
             except Exception as error:
                 self.report.note("unreadable_images", f"{image_id}: {error}")
                 continue
             if position is None:
                 self.report.note("no_gps", image_id)
                 continue
-            photo = self._decode(path, MetadataRow(image_id, position[0], position[1], {}))
+            author = normal_author(artist) if isinstance(artist, str) else None
+            photo = self._decode(path, MetadataRow(image_id, position[0], position[1], {"author": author}))
             if photo is not None:
                 yield photo
 

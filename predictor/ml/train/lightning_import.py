@@ -14,6 +14,7 @@ import types
 from pathlib import Path
 
 import torch
+import yaml
 
 from predictor.ml.network import GeoNetwork
 
@@ -67,49 +68,20 @@ def read_checkpoint(path: str | Path) -> dict:
         return torch.load(Path(path), map_location="cpu", weights_only=False, pickle_module=restricted_pickle)
 
 
-def parse_simple_yaml(text: str):
-    """The small YAML subset of Lightning's hparams.yaml: nested mappings, '- item' lists, plain scalars."""
-    lines = [(len(raw) - len(raw.lstrip(" ")), raw.strip()) for raw in text.splitlines()
-             if raw.strip() and not raw.strip().startswith("#")]
-
-    def scalar(value: str):
-        value = value.strip().strip("'\"") if value.strip()[:1] in "'\"" else value.strip()
-        if value in ("null", "~", ""):
-            return None
-        if value in ("true", "True"):
-            return True
-        if value in ("false", "False"):
-            return False
-        if value.startswith("[") and value.endswith("]"):
-            return [scalar(v) for v in value[1:-1].split(",") if v.strip()]
-        for kind in (int, float):
-            try:
-                return kind(value)
-            except ValueError:
-                pass
-        return value
-
-    def block(i: int, indent: int):
-        if i < len(lines) and lines[i][1].startswith("- "):
-            items = []
-            while i < len(lines) and lines[i][0] == indent and lines[i][1].startswith("- "):
-                items.append(scalar(lines[i][1][2:]))
-                i += 1
-            return items, i
-        mapping = {}
-        while i < len(lines) and lines[i][0] == indent and not lines[i][1].startswith("- "):
-            key, _, rest = lines[i][1].partition(":")
-            i += 1
-            if rest.strip():
-                mapping[key.strip()] = scalar(rest)
-            elif i < len(lines) and (lines[i][0] > indent or
-                                     (lines[i][0] == indent and lines[i][1].startswith("- "))):
-                mapping[key.strip()], i = block(i, lines[i][0])
-            else:
-                mapping[key.strip()] = None
-        return mapping, i
-
-    return block(0, lines[0][0])[0] if lines else {}
+def read_hparams(path: str | Path) -> dict:
+    """Lightning's hparams.yaml as a dict, read with PyYAML's safe loader (plain data only: a file that asks for
+    Python objects is refused, not executed)."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        hparams = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not a readable hparams.yaml ({error})") from None
+    if hparams is None:
+        return {}
+    if not isinstance(hparams, dict):
+        raise ValueError(f"{path}: hparams.yaml should hold a mapping of names to values, not a "
+                         f"{type(hparams).__name__}")
+    return hparams
 
 
 def lightning_to_geonetwork(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[int]]:
@@ -149,7 +121,7 @@ def load_lightning_checkpoint(path: str | Path, *, hparams_path: str | Path | No
         raise ValueError(f"{path}: no state_dict: not a Lightning checkpoint")
     hparams = None
     if hparams_path:
-        hparams = parse_simple_yaml(Path(hparams_path).read_text(encoding="utf-8"))
+        hparams = read_hparams(hparams_path)
     state, num_classes = lightning_to_geonetwork(dict(checkpoint["state_dict"]))
     backbone = backbone or backbone_of(state, hparams)
     network = GeoNetwork(backbone, num_classes)

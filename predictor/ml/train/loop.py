@@ -3,6 +3,8 @@ partitionings, bf16 autocast and channels_last on CUDA, per-epoch checkpoints wi
 great-circle accuracy per partitioning and for f*, and DDP when launched by torchrun.
 
 Entry points: `train(TrainConfig(...))`, the `train` management command and `python -m predictor.ml.train`.
+`train` sets up and loops over epochs; `train_one_epoch` and `evaluate` are one pass each (the shape of
+torchvision's reference classification script).
 """
 from __future__ import annotations
 
@@ -25,7 +27,9 @@ from predictor.ml.geodesy import ACCURACY_THRESHOLDS_KM, great_circle_km
 from predictor.ml.hierarchy import hierarchical_probabilities
 from predictor.ml.network import GeoNetwork
 from predictor.ml.partitions import HIERARCHY_NAMES, Partitioning, parent_matrix
-from predictor.ml.train.shards import (ShardStream, collate_samples, decode_batch, eval_transform,
+from predictor.ml.train.holdout import (DEFAULT_PLACE_LEVEL, SplitSide, ValidationSplit, find_overlap,
+                                        read_samples)
+from predictor.ml.train.shards import (ShardStream, collate_samples, decode_batch, eval_transform, read_index,
                                        train_transform)
 
 CHECKPOINT_FORMAT = "geoweb-train-checkpoint/1"
@@ -36,7 +40,7 @@ PAPER_MILESTONES = (4, 8, 12, 13, 14, 15)
 @dataclass
 class TrainConfig:
     train_shards: str
-    val_shards: str
+    val_shards: str | None  # a held-out shard folder; None: hold out val_fraction of train_shards while training
     partitionings: list[str]  # cell CSV files, coarse -> fine
     output_dir: str
     backbone: str = "resnet50"
@@ -65,6 +69,10 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # for smoke runs and benchmarks
     progress: bool = True
     name: str = "base-M"
+    val_fraction: float = 0.0  # without val_shards: the share of train_shards held out for validation
+    val_split_by: str = "auto"  # image | author | place | auto (author where known, else image)
+    val_place_level: int = DEFAULT_PLACE_LEVEL
+    allow_overlap: bool = False  # train even when validation images are also training images
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -167,6 +175,7 @@ class GeoAccuracy:
         self.correct = np.zeros(len(partitionings))
         self.distances: dict[str, list[np.ndarray]] = {n: [] for n in [*self.names, HIERARCHY]}
         self.count = 0
+        self.fine_predictions: list[np.ndarray] = []  # the f* cell of every image, to see a collapse
 
     def add(self, logits: list[torch.Tensor], targets: torch.Tensor, lats: torch.Tensor, lons: torch.Tensor):
         logits = [t.float().cpu() for t in logits]
@@ -182,6 +191,7 @@ class GeoAccuracy:
             probabilities.append(torch.softmax(head, dim=1))
         fine = hierarchical_probabilities(probabilities, self.parents).argmax(dim=1)
         self._distances(HIERARCHY, self.cell_lat[-1][fine], self.cell_lon[-1][fine], lats, lons)
+        self.fine_predictions.append(fine.numpy())
 
     def _distances(self, name, plat, plon, lats, lons):
         self.distances[name].append(np.asarray(great_circle_km(plat.numpy(), plon.numpy(), lats.numpy(),
@@ -201,6 +211,10 @@ class GeoAccuracy:
                 out[f"{prefix}_acc{int(threshold)}km_{name}"] = value
             out[f"{prefix}_median_km_{name}"] = float(np.median(distances)) if distances.size else float("nan")
         out[f"{prefix}_images"] = self.count
+        fine = np.concatenate(self.fine_predictions) if self.fine_predictions else np.zeros(0, dtype=np.int64)
+        counts = np.bincount(fine) if fine.size else np.zeros(1)
+        out[f"{prefix}_distinct_cells_{HIERARCHY}"] = int(np.count_nonzero(counts))
+        out[f"{prefix}_top_cell_share_{HIERARCHY}"] = float(counts.max() / fine.size) if fine.size else float("nan")
         return out
 
 
@@ -238,7 +252,8 @@ def _to_device_images(images, runtime: Runtime, config: TrainConfig, *, train: b
 
 
 def save_checkpoint(path: Path, *, model: nn.Module, optimizer, scheduler, scaler, epoch: int, config: TrainConfig,
-                    partitionings: list[Partitioning], history: list[dict], best: float | None) -> None:
+                    partitionings: list[Partitioning], history: list[dict], best: float | None,
+                    validation: dict | None = None) -> None:
     state = {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,  # epochs completed
@@ -253,6 +268,7 @@ def save_checkpoint(path: Path, *, model: nn.Module, optimizer, scheduler, scale
         "partitionings": [{"name": p.name, "text": p.to_text()} for p in partitionings],
         "history": json.dumps(history),
         "best_val_loss": best,
+        "validation": json.dumps(validation),  # how the validation set was kept apart, and its overlap figures
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -266,6 +282,7 @@ def load_checkpoint(path: str | Path) -> dict:
         raise ValueError(f"{path} is not a GeoWeb training checkpoint")
     state["config"] = json.loads(state["config"])
     state["history"] = json.loads(state["history"])
+    state["validation"] = json.loads(state.get("validation") or "null")
     state["partitionings"] = [Partitioning.from_text(p["text"], name=p["name"]) for p in state["partitionings"]]
     return state
 
@@ -334,28 +351,104 @@ def epoch_steps(train_set: ShardStream, config: TrainConfig, runtime: Runtime) -
     return steps
 
 
-def train(config: TrainConfig) -> dict:
-    """Run (or resume) training; returns the last epoch's metrics and the checkpoint paths."""
-    runtime = start_runtime(config.device)
-    output = Path(config.output_dir)
-    if runtime.is_main:
-        output.mkdir(parents=True, exist_ok=True)
-    resume_path = None
+@dataclass
+class EpochResult:
+    """What one pass over the training set measured, summed over every rank."""
+
+    lr: float
+    images: int
+    seconds: float
+    loss_sums: torch.Tensor  # [1 + partitionings]: the summed loss, then each head's, weighted by batch size
+    steps: int
+
+    def row(self, epoch: int, partitionings: list[Partitioning]) -> dict:
+        seen = max(float(self.images), 1.0)
+        row = {"epoch": epoch, "lr": self.lr, "train_images": self.images,
+               "images_per_s": round(self.images / max(self.seconds, 1e-9), 2), "seconds": round(self.seconds, 2),
+               "train_loss": float(self.loss_sums[0] / seen)}
+        for p, part in enumerate(partitionings):
+            row[f"train_loss_{part.name}"] = float(self.loss_sums[p + 1] / seen)
+        return row
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, *, optimizer, scaler, runtime: Runtime,
+                    config: TrainConfig, precision: str, channels_last: bool, epoch: int, total_steps: int,
+                    num_heads: int) -> EpochResult:
+    """One epoch of SGD over `loader` (summed cross-entropy of every head); losses and image counts are summed
+    over the ranks under DDP."""
+    model.train()
+    lr = optimizer.param_groups[0]["lr"]
+    loss_sums = torch.zeros(num_heads + 1, dtype=torch.float64)
+    seen = 0
+    started = time.perf_counter()
+    # One process reads to the end of its stream (its workers' shards may hold a batch more than the count
+    # says); under DDP or with --max-steps-per-epoch the count is a hard limit.
+    limit = total_steps if runtime.distributed or config.max_steps_per_epoch else None
+    batches = loader
+    if config.progress and runtime.is_main:
+        from tqdm import tqdm
+        batches = tqdm(loader, total=total_steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch")
+    steps = 0
+    for step, (images, targets, _, _, _) in enumerate(batches):
+        if limit is not None and step >= limit:
+            break
+        images = _to_device_images(images, runtime, config, train=True, channels_last=channels_last)
+        targets = targets.to(runtime.device, non_blocking=True)
+        with _autocast(runtime, precision):
+            logits = model(images)
+            losses = [F.cross_entropy(head.float(), targets[:, p]) for p, head in enumerate(logits)]
+            loss = torch.stack(losses).sum()
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        n = targets.shape[0]
+        seen += n
+        loss_sums[0] += loss.detach().double().cpu() * n
+        for p, head_loss in enumerate(losses):
+            loss_sums[p + 1] += head_loss.detach().double().cpu() * n
+        steps += 1
+        if hasattr(batches, "set_postfix"):
+            # Every step: loss_sums above has brought the loss to the host already, so this adds no device sync.
+            batches.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+    elapsed = time.perf_counter() - started
+    counts = torch.tensor([float(seen)], dtype=torch.float64)
+    if runtime.distributed:
+        torch.distributed.all_reduce(loss_sums)
+        torch.distributed.all_reduce(counts)
+    return EpochResult(lr=lr, images=int(counts.item()), seconds=elapsed, loss_sums=loss_sums, steps=steps)
+
+
+def _resume_path(config: TrainConfig, output: Path) -> Path | None:
     if config.resume == "auto":
-        resume_path = output / "last.pt" if (output / "last.pt").is_file() else None
-    elif config.resume:
-        resume_path = Path(config.resume)
-    resumed = load_checkpoint(resume_path) if resume_path else None
+        return output / "last.pt" if (output / "last.pt").is_file() else None
+    return Path(config.resume) if config.resume else None
 
-    if resumed is not None:
-        partitionings = resumed["partitionings"]
-    else:
-        partitionings = load_partitionings(config.partitionings)
-    num_classes = [len(p) for p in partitionings]
-    parents = torch.as_tensor(parent_matrix(partitionings) if len(partitionings) > 1
-                              else np.arange(num_classes[0])[:, None])
-    seed_everything(config.seed + runtime.rank)
 
+def _say(runtime: Runtime, message: str) -> None:
+    if runtime.is_main:
+        print(message, flush=True)
+
+
+def _validation_split(config: TrainConfig) -> ValidationSplit | None:
+    """The split made while training (no --val-shards), or None when a held-out folder is given."""
+    if config.val_shards and config.val_fraction:
+        raise ValueError("give either --val-shards (a held-out folder) or --val-fraction (hold out part of the "
+                         "training shards now), not both")
+    if config.val_shards:
+        return None
+    if not config.val_fraction:
+        raise ValueError("training needs a validation set: give --val-shards, or --val-fraction to hold out part "
+                         "of the training shards")
+    return ValidationSplit(config.val_split_by, config.val_fraction, config.val_place_level)
+
+
+def _datasets(config: TrainConfig, partitionings: list[Partitioning], split: ValidationSplit | None):
+    """(training stream, validation stream, ids of the concept's images or None) as the config asks."""
     keep_ids = None
     if config.concept:
         if not config.scene_labels:
@@ -363,16 +456,116 @@ def train(config: TrainConfig) -> dict:
         keep_ids = read_keep_ids(config.scene_labels, config.concept, config.scene_min_probability)
         if not keep_ids:
             raise ValueError(f"no training image belongs to concept {config.concept!r}")
-
     train_set = ShardStream(config.train_shards, partitionings=partitionings, seed=config.seed,
                             transform=None if config.gpu_decode else train_transform(config.crop_size,
                                                                                       config.crop_scale),
                             shuffle=True, shuffle_buffer=config.shuffle_buffer, keep_ids=keep_ids,
-                            encoded=config.gpu_decode)
-    # Validation runs on the main process over the whole held-out set, whatever the world size.
-    val_set = ShardStream(config.val_shards, partitionings=partitionings, shuffle=False, rank=0, world_size=1,
+                            select=SplitSide(split, held_out=False) if split else None, encoded=config.gpu_decode)
+    # Validation runs on the main process over the whole held-out set, whatever the world size. Split while
+    # training, it is the held-out side of the training shards (of the concept's images, for an ISN).
+    val_set = ShardStream(config.val_shards or config.train_shards, partitionings=partitionings, shuffle=False,
+                          rank=0, world_size=1, keep_ids=keep_ids if split else None,
+                          select=SplitSide(split, held_out=True) if split else None,
                           transform=None if config.gpu_decode else eval_transform(config.crop_size),
                           encoded=config.gpu_decode)
+    return train_set, val_set, keep_ids
+
+
+def check_validation_set(config: TrainConfig, split: ValidationSplit | None, keep_ids: set[str] | None) -> dict:
+    """How the validation set is kept apart from the training set, with its overlap figures (for the checkpoint
+    and the model card). A validation image that is also a training image is refused unless allow_overlap."""
+    def trained_on(sample) -> bool:
+        return keep_ids is None or sample.id in keep_ids
+
+    if split is not None:
+        held = [s for s in read_samples(config.train_shards) if trained_on(s)
+                and split.holds_out(s.id, s.author, s.lat, s.lon)]
+        training = (s for s in read_samples(config.train_shards) if trained_on(s)
+                    and not split.holds_out(s.id, s.author, s.lat, s.lon))
+        protocol = f"{split.describe()} from the training shards"
+    else:
+        held = list(read_samples(config.val_shards))
+        training = (s for s in read_samples(config.train_shards) if trained_on(s))
+        made = read_index(config.val_shards).get("split") or {}
+        protocol = (f"{made['description']} by preprocess_images ({config.val_shards})" if made.get("description")
+                    else f"a separate shard folder ({config.val_shards})")
+    overlap = find_overlap(held, training)
+    if overlap.shared_ids and not config.allow_overlap:
+        raise ValueError(f"{overlap.shared_ids} of the {overlap.evaluated} validation images are also training "
+                         f"images (e.g. {'; '.join(overlap.examples[:2])}), so validation would score photos the "
+                         "network has seen. Use a validation set without them, or --allow-overlap to train anyway "
+                         "(the figure is then recorded with the checkpoint and on the model card).")
+    return {"protocol": protocol, "split": split.to_dict() if split else None, "overlap": overlap.to_dict(),
+            "allowed_overlap": bool(config.allow_overlap and overlap.overlapping)}
+
+
+def _check_resume(resumed: dict, path: Path, config: TrainConfig) -> None:
+    """Refuse to continue a run with another network or other classes, in a sentence rather than a size mismatch."""
+    if resumed["backbone"] != config.backbone:
+        raise ValueError(f"{path} was trained with backbone {resumed['backbone']!r}, and this run asks for "
+                         f"{config.backbone!r}: resume with --backbone {resumed['backbone']}, or start a new run in "
+                         "another --output folder.")
+    if config.partitionings:
+        given = load_partitionings(config.partitionings)
+        stored = resumed["partitionings"]
+        if [p.tokens for p in given] != [p.tokens for p in stored]:
+            raise ValueError(f"{path} was trained on partitionings of {'/'.join(str(len(p)) for p in stored)} cells "
+                             f"and the files given have {'/'.join(str(len(p)) for p in given)} cells"
+                             + (" (same sizes, other cells)" if [len(p) for p in given] == [len(p) for p in stored]
+                                else "") + ": resume with the run's own cell files, or start a new run in another "
+                             "--output folder.")
+
+
+def train(config: TrainConfig) -> dict:
+    """Run (or resume) training; returns the last epoch's metrics and the checkpoint paths.
+
+    Set-up, then per epoch `train_one_epoch`, the learning-rate step, `evaluate` on the validation set and the
+    checkpoints (rank 0), in the shape of torchvision's reference classification script.
+    """
+    runtime = start_runtime(config.device)
+    output = Path(config.output_dir)
+    if runtime.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+    resume_path = _resume_path(config, output)
+    resumed = load_checkpoint(resume_path) if resume_path else None
+
+    if resumed is not None:
+        _check_resume(resumed, resume_path, config)
+        partitionings = resumed["partitionings"]
+        done = int(resumed["epoch"])
+        if done >= config.epochs:
+            _say(runtime, f"{resume_path} has already completed {done} of {config.epochs} epochs: nothing to train. "
+                          "Raise --epochs to train longer.")
+            if runtime.distributed:
+                torch.distributed.destroy_process_group()
+            history = resumed["history"]
+            return {"metrics": history[-1] if history else {}, "history": history, "last": str(output / "last.pt"),
+                    "best": str(output / "best.pt"), "metrics_csv": str(output / "metrics.csv"),
+                    "best_val_loss": resumed["best_val_loss"], "steps": [], "complete": True,
+                    "validation": resumed["validation"]}
+        _say(runtime, f"resumed from epoch {done} ({resume_path}): training epochs {done + 1} to {config.epochs}")
+    else:
+        partitionings = load_partitionings(config.partitionings)
+    num_classes = [len(p) for p in partitionings]
+    parents = torch.as_tensor(parent_matrix(partitionings) if len(partitionings) > 1
+                              else np.arange(num_classes[0])[:, None])
+    seed_everything(config.seed + runtime.rank)
+    split = _validation_split(config)
+    train_set, val_set, keep_ids = _datasets(config, partitionings, split)
+    if train_set.usable_samples() == 0:
+        raise ValueError(f"{config.train_shards}: no training image has a class in every partitioning"
+                         + (f" and belongs to concept {config.concept!r}" if config.concept else "")
+                         + (" and is on the training side of the split" if split else "") + ": nothing to train on.")
+    if val_set.usable_samples() == 0:
+        raise ValueError("the validation set is empty" + (
+            f": {split.describe()} left no image on the validation side. Raise --val-fraction or give --val-shards."
+            if split else f": {config.val_shards} holds no image with a class in every partitioning, so the "
+            "validation figures would mean nothing."))
+    validation = check_validation_set(config, split, keep_ids)
+    overlap = validation["overlap"]
+    _say(runtime, f"validation: {overlap['evaluated']} images, {validation['protocol']}; "
+                  f"{overlap['overlapping']} are training photos by id or (author, coordinate), "
+                  f"{overlap['shared_authors']} have an author with training photos")
 
     model = GeoNetwork(config.backbone, num_classes,
                        pretrained_path=config.pretrained if resumed is None else None)
@@ -406,75 +599,29 @@ def train(config: TrainConfig) -> dict:
     last, steps_run = {}, []
     for epoch in range(start_epoch, config.epochs):
         train_set.set_epoch(epoch)
-        loader = _loader(train_set, config, runtime, config.batch_size)
-        model.train()
-        lr = optimizer.param_groups[0]["lr"]
-        loss_sums = torch.zeros(len(num_classes) + 1, dtype=torch.float64)
-        seen = 0
-        started = time.perf_counter()
-        total_steps = epoch_steps(train_set, config, runtime)
-        # One process reads to the end of its stream (its workers' shards may hold a batch more than the count
-        # says); under DDP or with --max-steps-per-epoch the count is a hard limit.
-        limit = total_steps if runtime.distributed or config.max_steps_per_epoch else None
-        batches = loader
-        if config.progress and runtime.is_main:
-            from tqdm import tqdm
-            batches = tqdm(loader, total=total_steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch")
-        steps = 0
-        for step, (images, targets, _, _, _) in enumerate(batches):
-            if limit is not None and step >= limit:
-                break
-            images = _to_device_images(images, runtime, config, train=True, channels_last=channels_last)
-            targets = targets.to(runtime.device, non_blocking=True)
-            with _autocast(runtime, precision):
-                logits = step_model(images)
-                losses = [F.cross_entropy(head.float(), targets[:, p]) for p, head in enumerate(logits)]
-                loss = torch.stack(losses).sum()
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            n = targets.shape[0]
-            seen += n
-            loss_sums[0] += loss.detach().double().cpu() * n
-            for p, head_loss in enumerate(losses):
-                loss_sums[p + 1] += head_loss.detach().double().cpu() * n
-            steps += 1
-            if hasattr(batches, "set_postfix") and step % 10 == 0:
-                batches.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
-        elapsed = time.perf_counter() - started
-        steps_run.append(steps)
-        counts = torch.tensor([float(seen)], dtype=torch.float64)
-        if runtime.distributed:
-            torch.distributed.all_reduce(loss_sums)
-            torch.distributed.all_reduce(counts)
-        if counts.item() == 0:
+        epoch_result = train_one_epoch(
+            step_model, _loader(train_set, config, runtime, config.batch_size), optimizer=optimizer,
+            scaler=scaler, runtime=runtime, config=config, precision=precision, channels_last=channels_last,
+            epoch=epoch, total_steps=epoch_steps(train_set, config, runtime), num_heads=len(num_classes))
+        steps_run.append(epoch_result.steps)
+        if epoch_result.images == 0:
             raise ValueError(f"{config.train_shards}: no training image has a class in every partitioning"
                              + (f" and belongs to concept {config.concept!r}" if config.concept else ""))
         scheduler.step()
 
         if runtime.is_main:
-            total_seen = max(counts.item(), 1.0)
-            row = {"epoch": epoch + 1, "lr": lr, "train_images": int(counts.item()),
-                   "images_per_s": round(counts.item() / max(elapsed, 1e-9), 2), "seconds": round(elapsed, 2),
-                   "train_loss": float(loss_sums[0] / total_seen)}
-            for p, part in enumerate(partitionings):
-                row[f"train_loss_{part.name}"] = float(loss_sums[p + 1] / total_seen)
-            val_loader = _loader(val_set, config, runtime, config.batch_size)
-            row.update(evaluate(raw_model, val_loader, partitionings=partitionings, parents=parents,
-                                runtime=runtime, config=config, precision=precision, channels_last=channels_last,
-                                progress=config.progress))
+            row = epoch_result.row(epoch + 1, partitionings)
+            row.update(evaluate(raw_model, _loader(val_set, config, runtime, config.batch_size),
+                                partitionings=partitionings, parents=parents, runtime=runtime, config=config,
+                                precision=precision, channels_last=channels_last, progress=config.progress))
             history.append(row)
             _write_metrics(metrics_path, row)
             improved = best is None or row["val_loss"] < best
             if improved:
                 best = row["val_loss"]
             save = dict(model=raw_model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, epoch=epoch + 1,
-                        config=config, partitionings=partitionings, history=history, best=best)
+                        config=config, partitionings=partitionings, history=history, best=best,
+                        validation=validation)
             save_checkpoint(output / "last.pt", **save)
             if improved:
                 save_checkpoint(output / "best.pt", **save)
@@ -483,7 +630,7 @@ def train(config: TrainConfig) -> dict:
             torch.distributed.barrier()
     result = {"metrics": last, "history": history, "last": str(output / "last.pt"),
               "best": str(output / "best.pt"), "metrics_csv": str(metrics_path), "best_val_loss": best,
-              "steps": steps_run}
+              "steps": steps_run, "validation": validation}
     if runtime.distributed:
         torch.distributed.destroy_process_group()
     return result

@@ -20,6 +20,7 @@ from PIL import Image
 
 from predictor.ml.prediction import S3_CONCEPTS
 from predictor.ml.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from predictor.ml.train.holdout import SampleListWriter
 from predictor.ml.train.shards import INDEX_FILE, iterate_tar_samples, read_index
 
 CSV_COLUMNS = ["id", "lat", "lon", *(f"p_{c}" for c in S3_CONCEPTS), "s3_label", "top365", "top365_probability"]
@@ -115,6 +116,7 @@ def write_subset_shards(source: str | Path, destination: str | Path, *, keep_ids
         raise FileExistsError(f"{destination} already holds shards")
     per_shard = max(s["count"] for s in index["shards"]) if index["shards"] else 4096
     shards, archive, in_shard, total, size = [], None, 0, 0, 0
+    samples = SampleListWriter(destination)
 
     def close():
         nonlocal archive, in_shard, size
@@ -136,11 +138,13 @@ def write_subset_shards(source: str | Path, destination: str | Path, *, keep_ids
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 archive.addfile(info, io.BytesIO(data))
+            samples.add(meta["id"], meta.get("author"), meta["lat"], meta["lon"])
             total += 1
             in_shard += 1
             if in_shard >= per_shard:
                 close()
     close()
+    samples.close()
     subset = dict(index, samples=total, shards=shards, bytes=size, subset_of=str(source))
     (destination / INDEX_FILE).write_text(json.dumps(subset, indent=1))
     return total

@@ -1,10 +1,11 @@
 """Training shards: photos resized to a 320 px short side, stored as JPEG in WebDataset-style tar files, and
 streamed back by an IterableDataset that splits shards across DataLoader workers and DDP ranks.
 
-Layout of a shard folder: `shard-000000.tar`, ... and `index.json`. Each sample in a tar is two members with the
-same key: `<key>.jpg` (the resized JPEG) and `<key>.json` ({"id", "lat", "lon", "labels": [class per
-partitioning]}). Labels are computed with `Partitioning.class_of` when the shards are written; a dataset opened
-with different partitionings recomputes them from lat/lon while loading.
+Layout of a shard folder: `shard-000000.tar`, ..., `index.json` and `samples.csv.gz` (id, author, lat, lon of every
+sample, for overlap checks). Each sample in a tar is two members with the same key: `<key>.jpg` (the resized JPEG)
+and `<key>.json` ({"id", "lat", "lon", "labels": [class per partitioning], "author" when known}). Labels are
+computed with `Partitioning.class_of` when the shards are written; a dataset opened with different partitionings
+recomputes them from lat/lon while loading.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from predictor.ml.partitions import Partitioning
 from predictor.ml.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from predictor.ml.train.holdout import SAMPLES_FILE, SampleListWriter, ValidationSplit
 
 SHARD_FORMAT = "geoweb-shards/1"
 INDEX_FILE = "index.json"
@@ -78,10 +80,16 @@ class ShardWriteReport:
     too_small: int = 0  # dropped: shorter side below the minimum
     shards: list[dict] = field(default_factory=list)
     bytes_written: int = 0
+    with_author: int = 0
 
     @property
-    def bytes_per_image(self) -> float:
-        return self.bytes_written / self.written if self.written else float("nan")
+    def bytes_per_image(self) -> float | None:
+        return self.bytes_written / self.written if self.written else None
+
+    def summary(self, split: str) -> str:
+        size = f"{self.bytes_per_image:.0f} bytes/image" if self.written else "nothing written"
+        return (f"{split}: {self.written} images in {len(self.shards)} shards, {size}; dropped {self.no_cell} "
+                f"outside every cell, {self.too_small} too small")
 
 
 class ShardWriter:
@@ -101,6 +109,7 @@ class ShardWriter:
         self._tar: tarfile.TarFile | None = None
         self._in_shard = 0
         self._started = time.time()
+        self._samples = SampleListWriter(self.folder)
 
     def _member(self, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
@@ -118,7 +127,7 @@ class ShardWriter:
         self.report.bytes_written += path.stat().st_size
         self._tar, self._in_shard = None, 0
 
-    def add(self, image: Image.Image, lat: float, lon: float, image_id: str) -> bool:
+    def add(self, image: Image.Image, lat: float, lon: float, image_id: str, author: str | None = None) -> bool:
         """Resize, label and store one photo; returns False when it is dropped (and counted)."""
         labels: list[int] = []
         if self.partitionings:
@@ -137,16 +146,21 @@ class ShardWriter:
         # Keys are running numbers: ids may contain dots and slashes, which WebDataset keys must not.
         key = f"{self.report.written:09d}"
         meta = {"id": image_id, "lat": lat, "lon": lon, "labels": labels}
+        if author:
+            meta["author"] = author
+            self.report.with_author += 1
         self._member(f"{key}.jpg", jpeg)
         self._member(f"{key}.json", json.dumps(meta).encode())
+        self._samples.add(image_id, author, lat, lon)
         self.report.written += 1
         self._in_shard += 1
         if self._in_shard >= self.samples_per_shard:
             self._finish_shard()
         return True
 
-    def close(self, *, source_report: dict | None = None) -> ShardWriteReport:
+    def close(self, *, source_report: dict | None = None, split: dict | None = None) -> ShardWriteReport:
         self._finish_shard()
+        self._samples.close()
         index = {
             "format": SHARD_FORMAT,
             "short_side": self.short_side,
@@ -158,6 +172,9 @@ class ShardWriter:
             "partitionings_fingerprint": partitionings_fingerprint(self.partitionings) if self.partitionings else None,
             "dropped": {"no_cell": self.report.no_cell, "too_small": self.report.too_small},
             "source_report": source_report or {},
+            "samples_list": SAMPLES_FILE,
+            "with_author": self.report.with_author,
+            "split": split or {},
         }
         (self.folder / INDEX_FILE).write_text(json.dumps(index, indent=1))
         return self.report
@@ -172,10 +189,16 @@ def write_shards(photos: Iterable, folder: str | Path, *, partitionings: Sequenc
     if progress:
         from tqdm import tqdm
         photos = tqdm(photos, desc="preprocess", unit="img")
-    for image, lat, lon, image_id in photos:
-        writer.add(image, lat, lon, image_id)
+    for photo in photos:
+        image, lat, lon, image_id = photo
+        writer.add(image, lat, lon, image_id, _author_of(photo))
     report_dict = source_report.as_dict() if source_report is not None else None
     return writer.close(source_report=report_dict)
+
+
+def _author_of(photo) -> str | None:
+    """The author a source found for a photo (GeoPhoto.extra), None for plain (image, lat, lon, id) tuples."""
+    return (getattr(photo, "extra", None) or {}).get("author")
 
 
 def read_index(folder: str | Path) -> dict:
@@ -254,7 +277,8 @@ class ShardStream(IterableDataset):
     - Unfiltered (every stored sample is usable): readers take whole shards round-robin over a per-epoch shuffled
       order (each rank gets total // world samples; readers cycle their shards to fill that quota). When there
       are fewer shards than readers, every reader reads all shards and keeps every n-th sample.
-    - Filtered (`keep_ids`, e.g. one scene concept for an ISN, or labels recomputed for other partitionings,
+    - Filtered (`keep_ids`, e.g. one scene concept for an ISN; `select`, e.g. one side of a validation split made
+      while training; or labels recomputed for other partitionings,
       which may put a photo outside every cell): the usable samples are found first (a scan of the JSON
       metadata, once per stream) and then dealt out, in the epoch's shard order, one by one to the readers.
       Filtering before splitting matters: a subset is rarely spread evenly over the shards, so filtering each
@@ -265,7 +289,7 @@ class ShardStream(IterableDataset):
 
     def __init__(self, folder: str | Path, *, partitionings: Sequence[Partitioning], transform=None,
                  shuffle: bool = True, shuffle_buffer: int = 1000, seed: int = 0, keep_ids: set[str] | None = None,
-                 encoded: bool = False, rank: int | None = None, world_size: int | None = None):
+                 select=None, encoded: bool = False, rank: int | None = None, world_size: int | None = None):
         super().__init__()
         self.folder = Path(folder)
         self.index = read_index(self.folder)
@@ -275,6 +299,7 @@ class ShardStream(IterableDataset):
         self.transform = transform
         self.shuffle, self.shuffle_buffer, self.seed = shuffle, shuffle_buffer, seed
         self.keep_ids = keep_ids
+        self.select = select  # a picklable predicate on a sample's metadata, e.g. one side of a validation split
         self.encoded = encoded  # yield raw JPEG bytes for decoding on the GPU
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
@@ -283,7 +308,7 @@ class ShardStream(IterableDataset):
 
     @property
     def filtered(self) -> bool:
-        return self.keep_ids is not None or not self.stored_labels_valid
+        return self.keep_ids is not None or self.select is not None or not self.stored_labels_valid
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -297,6 +322,8 @@ class ShardStream(IterableDataset):
     def _keep(self, meta: dict) -> list[int] | None:
         """The sample's labels, or None when the stream skips it (outside the subset, or in no cell)."""
         if self.keep_ids is not None and meta["id"] not in self.keep_ids:
+            return None
+        if self.select is not None and not self.select(meta):
             return None
         return self._labels(meta)
 
@@ -497,35 +524,68 @@ def decode_batch(encoded: list[torch.Tensor], *, device: str | torch.device, siz
     return (batch - mean) / std
 
 
-def bytes_per_image(folder: str | Path) -> float:
+def bytes_per_image(folder: str | Path) -> float | None:
     index = read_index(folder)
-    return index["bytes"] / index["samples"] if index["samples"] else float("nan")
+    return index["bytes"] / index["samples"] if index["samples"] else None
 
 
-def held_out(image_id: str, fraction: float) -> bool:
-    """Deterministic split by a hash of the id, so re-running preprocessing keeps the same validation images."""
-    if fraction <= 0:
-        return False
-    digest = hashlib.sha1(image_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+@dataclass
+class SplitReport:
+    """How the photos were split into training and validation, for the command's output and index.json."""
+
+    split: ValidationSplit
+    by_kind: dict[str, int] = field(default_factory=dict)  # photos split by image / author / place
+
+    def describe(self) -> str:
+        """What the split did: `by="auto"` says whether authors were known."""
+        if self.split.by != "auto":
+            return self.split.describe()
+        kinds = {kind for kind, n in self.by_kind.items() if n}
+        if kinds == {"author"}:
+            return ValidationSplit("author", self.split.fraction).describe()
+        if kinds == {"image"}:
+            return f"{100 * self.split.fraction:g} % held out by image id (no photo had a known author)"
+        return (f"{100 * self.split.fraction:g} % held out by author ({self.by_kind.get('author', 0)} photos) and by "
+                f"image id where no author is known ({self.by_kind.get('image', 0)} photos)")
+
+    def to_dict(self) -> dict:
+        return {**self.split.to_dict(), "description": self.describe(), "photos_by_key": dict(self.by_kind)}
+
+    def summary(self) -> str:
+        keys = ", ".join(f"{n} by {kind}" for kind, n in sorted(self.by_kind.items()))
+        return f"validation split: {self.describe()} ({keys or 'no photos'})"
 
 
 def preprocess_photos(photos: Iterable, output: str | Path, *, partitionings: Sequence[Partitioning] = (),
-                      val_fraction: float = 0.0, samples_per_shard: int = SAMPLES_PER_SHARD,
-                      short_side: int = SHORT_SIDE, quality: int = JPEG_QUALITY, source_report=None,
-                      progress: bool = False) -> dict[str, ShardWriteReport]:
-    """Write `output/train` (and `output/val` with a hashed `val_fraction` of the ids) from (image, lat, lon, id)."""
+                      val_fraction: float = 0.0, split: ValidationSplit | None = None, all_to: str | None = None,
+                      samples_per_shard: int = SAMPLES_PER_SHARD, short_side: int = SHORT_SIDE,
+                      quality: int = JPEG_QUALITY, source_report=None,
+                      progress: bool = False) -> tuple[dict[str, ShardWriteReport], SplitReport | None]:
+    """Write `output/train` and, with a validation fraction, `output/val` from (image, lat, lon, id) items or
+    `GeoPhoto`s (whose author the split can use). `all_to="val"` writes every photo to `output/val` (a separate
+    validation set such as YFCC25600)."""
     output = Path(output)
+    split = split or ValidationSplit("image", val_fraction)
+    if split.fraction > 0 and all_to:
+        raise ValueError("a separate validation set is not split: give either a validation fraction or all_to")
     options = dict(samples_per_shard=samples_per_shard, partitionings=partitionings, short_side=short_side,
                    quality=quality)
-    writers = {"train": ShardWriter(output / "train", **options)}
-    if val_fraction > 0:
-        writers["val"] = ShardWriter(output / "val", **options)
+    splits = [all_to] if all_to else ["train", "val"] if split.fraction > 0 else ["train"]
+    writers = {name: ShardWriter(output / name, **options) for name in splits}
+    report = SplitReport(split) if split.fraction > 0 else None
     if progress:
         from tqdm import tqdm
         photos = tqdm(photos, desc="preprocess", unit="img")
-    for image, lat, lon, image_id in photos:
-        split = "val" if held_out(image_id, val_fraction) else "train"
-        writers[split].add(image, lat, lon, image_id)
+    for photo in photos:
+        image, lat, lon, image_id = photo
+        author = _author_of(photo)
+        name = splits[0]
+        if report is not None:
+            kind = split.key_kind(author)
+            report.by_kind[kind] = report.by_kind.get(kind, 0) + 1
+            name = "val" if split.holds_out(image_id, author, lat, lon) else "train"
+        writers[name].add(image, lat, lon, image_id, author)
     report_dict = source_report.as_dict() if source_report is not None else None
-    return {split: writer.close(source_report=report_dict) for split, writer in writers.items()}
+    split_dict = report.to_dict() if report is not None else None
+    return {name: writer.close(source_report=report_dict, split=split_dict)
+            for name, writer in writers.items()}, report
