@@ -49,10 +49,12 @@ class CleanImage:
     sha256: str  # of the bytes as uploaded, to recognise a repeated upload without keeping the original
 
 
-def clean_upload(data: bytes, *, max_bytes: int | None = None, max_pixels: int | None = None) -> CleanImage:
+def clean_upload(data: bytes, *, max_bytes: int | None = None, max_pixels: int | None = None,
+                 max_aspect: float | None = None) -> CleanImage:
     """Validate the uploaded bytes and return the cleaned copy, or raise `RejectedImage` with a clear message."""
     max_bytes = settings.UPLOAD_MAX_BYTES if max_bytes is None else max_bytes
     max_pixels = settings.UPLOAD_MAX_PIXELS if max_pixels is None else max_pixels
+    max_aspect = settings.UPLOAD_MAX_ASPECT_RATIO if max_aspect is None else max_aspect
     if not data:
         raise RejectedImage("The file is empty. Please choose a photo.")
     if len(data) > max_bytes:
@@ -66,6 +68,12 @@ def clean_upload(data: bytes, *, max_bytes: int | None = None, max_pixels: int |
         raise RejectedImage(
             f"The image is {width}×{height} pixels ({width * height / 1e6:.3g} MP); the limit is "
             f"{max_pixels / 1e6:g} MP. Please send a smaller version.", status=413)
+    # Checked on the header, before decoding: a 20000 x 10 strip is a few KB but would be stored as 2048 x 1, and
+    # every size derived from it downstream (crops, maps) would follow its long side.
+    if max(width, height) > max_aspect * min(width, height):
+        raise RejectedImage(
+            f"The image is {width}×{height} pixels, {max(width, height) / min(width, height):.3g} times longer than "
+            f"it is wide; photos up to {max_aspect:g}:1 are accepted. Please crop it.")
     source_format = image.format
     rgb = _decode(image)
     jpeg = _encode(rgb, max_side=STORED_MAX_SIDE)
@@ -121,6 +129,10 @@ def _decode(image: Image.Image) -> Image.Image:
     rgb = upright.convert("RGB")
     if icc:
         rgb = _to_srgb(rgb, icc)
+    if max(rgb.size) > STORED_MAX_SIDE:
+        # Only the stored size is ever used: shrinking before the copy below keeps a 40 MP upload from holding two
+        # more full-size copies of itself.
+        rgb.thumbnail((STORED_MAX_SIDE, STORED_MAX_SIDE), Image.Resampling.LANCZOS)
     # A fresh image carries no `info`: nothing of the original's metadata can reach the encoder.
     return Image.frombytes("RGB", rgb.size, rgb.tobytes())
 

@@ -189,6 +189,8 @@ WORKER_HEARTBEAT_TIMEOUT_S = env_int("GEOWEB_WORKER_HEARTBEAT_TIMEOUT", 60)
 # Uploads.
 UPLOAD_MAX_BYTES = env_int("GEOWEB_UPLOAD_MAX_BYTES", 20 * 1024 * 1024)
 UPLOAD_MAX_PIXELS = env_int("GEOWEB_UPLOAD_MAX_PIXELS", 40_000_000)
+# Longer side : shorter side beyond which a photo is refused at the door (panoramas up to 10:1 pass).
+UPLOAD_MAX_ASPECT_RATIO = float(os.environ.get("GEOWEB_UPLOAD_MAX_ASPECT", "10"))
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# ../shared beside the repository; GEOWEB_SHARED points elsewhere (a worktree whose parent has no shared/).
+SHARED = Path(os.environ.get("GEOWEB_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 CHROMIUM = os.environ.get("GEOWEB_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
