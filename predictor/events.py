@@ -151,6 +151,15 @@ def error_event(message: str) -> dict:
 
 _live_loop: asyncio.AbstractEventLoop | None = None
 _thread_loops = threading.local()
+# In the embedded worker's child process: events go to the parent web process, whose channel layer holds the groups.
+_relay = None
+
+
+def relay_to(send) -> None:
+    """Send every event published in this process through `send(analysis_id, event)` instead of the channel layer
+    (the embedded worker process hands its events to the web process this way); None restores the layer."""
+    global _relay
+    _relay = send
 
 
 def register_live_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -170,6 +179,9 @@ def _own_loop() -> asyncio.AbstractEventLoop:
 
 def publish(*, analysis_id: int, event: dict) -> None:
     """Send one event to everyone watching the analysis. Best effort: the database is the source of truth."""
+    if _relay is not None:
+        _relay(analysis_id, event)
+        return
     layer = get_channel_layer()
     if layer is None:
         return

@@ -147,19 +147,33 @@ def _discard_photo(analysis: Analysis) -> None:
 # --- the worker's side ---------------------------------------------------------------------------------------
 
 def claim_analyses(*, worker_id: str, limit: int) -> list[Analysis]:
-    """Atomically take up to `limit` queued analyses, oldest first, for `worker_id`; each goes to one worker only."""
+    """Atomically take up to `limit` queued analyses, oldest first, for `worker_id`; each goes to one worker only.
+
+    An analysis whose earlier run was cut off (its worker died or went silent) is taken on its own, before the
+    others: if its photo is what stopped the worker, it cannot take a batch of other people's photos with it again.
+    """
+    queued = Analysis.objects.filter(status=Analysis.Status.QUEUED)
+    claimed = _claim(queued.filter(attempts__gt=0), worker_id=worker_id, limit=1)
+    return claimed or _claim(queued.filter(attempts=0), worker_id=worker_id, limit=limit)
+
+
+def _claim(queued, *, worker_id: str, limit: int) -> list[Analysis]:
     token = uuid.uuid4().hex
     now = timezone.now()
     claim = dict(status=Analysis.Status.RUNNING, worker_id=worker_id, claim_token=token, heartbeat_at=now,
                  started_at=now, attempts=F("attempts") + 1)
-    queued = Analysis.objects.filter(status=Analysis.Status.QUEUED).order_by("created_at", "id")
+    queued = queued.order_by("created_at", "id")
     if connection.features.has_select_for_update_skip_locked:
         with transaction.atomic():
             ids = list(queued.select_for_update(skip_locked=True).values_list("pk", flat=True)[:limit])
+            if not ids:
+                return []
             Analysis.objects.filter(pk__in=ids).update(**claim)
     else:
         # SQLite has no row locks: the conditional UPDATE is atomic, so a row another worker took first is skipped.
         ids = list(queued.values_list("pk", flat=True)[:limit])
+        if not ids:
+            return []
         Analysis.objects.filter(pk__in=ids, status=Analysis.Status.QUEUED).update(**claim)
     return list(Analysis.objects.filter(claim_token=token).order_by("created_at", "id"))
 
@@ -171,18 +185,34 @@ def heartbeat(*, analyses: list[Analysis]) -> int:
         heartbeat_at=timezone.now())
 
 
+def interrupted_message(attempts: int) -> str:
+    return (f"The analysis was interrupted {attempts} times (the inference worker stopped while it worked on this "
+            "photo), so it was given up. Please try again later, or with another photo.")
+
+
 def requeue_stale(*, timeout_s: float) -> int:
     """Give the jobs of workers silent for `timeout_s` back to the queue (or fail them after too many tries)."""
     cutoff = timezone.now() - timedelta(seconds=timeout_s)
     stale = Analysis.objects.filter(status=Analysis.Status.RUNNING, heartbeat_at__lt=cutoff)
+    return _requeue(list(stale), why="silent")
+
+
+def requeue_jobs_of(*, worker_id: str) -> int:
+    """Give back the running jobs of a worker known to be dead (the embedded worker's supervisor saw it exit), at
+    once rather than after the heartbeat timeout; a job interrupted WORKER_MAX_ATTEMPTS times fails instead."""
+    return _requeue(list(Analysis.objects.filter(status=Analysis.Status.RUNNING, worker_id=worker_id)), why="dead")
+
+
+def _requeue(analyses: list[Analysis], *, why: str) -> int:
     count = 0
-    for analysis in stale:
+    for analysis in analyses:
         if analysis.attempts >= settings.WORKER_MAX_ATTEMPTS:
             try:
-                _fail(analysis, "The analysis was interrupted several times and was stopped. Please upload the "
-                                "photo again.", expected_token=analysis.claim_token)
+                _fail(analysis, interrupted_message(analysis.attempts), expected_token=analysis.claim_token)
             except AnalysisGone:
                 continue
+            logger.error("analysis %s failed: interrupted %d times (last by %s worker %s)", analysis.pk,
+                         analysis.attempts, why, analysis.worker_id)
         else:
             # The next worker streams the analysis from the start; the interrupted run's events go, so that the
             # stored result is one complete run. A page that saw some of them already skips their repeats by seq.
@@ -192,7 +222,7 @@ def requeue_stale(*, timeout_s: float) -> int:
                 result={**(analysis.result or {}), "events": []})
             if not updated:
                 continue
-            logger.warning("re-queued analysis %s of silent worker %s", analysis.pk, analysis.worker_id)
+            logger.warning("re-queued analysis %s of %s worker %s", analysis.pk, why, analysis.worker_id)
         count += 1
     if count:
         analysis_created.set()
@@ -228,19 +258,34 @@ def run_analyses(*, analyses: list[Analysis]) -> None:
         except OSError:
             _fail_quietly(analysis, "The stored photo is missing. Please upload it again.")
             continue
+        except Exception:  # noqa: BLE001 - out of memory, say: this photo fails, the batch goes on
+            logger.exception("analysis %s: the stored photo could not be read", analysis.pk)
+            _fail_quietly(analysis, "The stored photo could not be read. Please upload it again.")
+            continue
         ready.append(analysis)
         read_ms.append((time.perf_counter() - start) * 1000)
     if not ready:
         return
+    cam_cells = max(0, settings.UPLOAD_CELL_CAMS)
     start = time.perf_counter()
-    predictions = engine.predict_many(sources, cam=True, cam_cells=max(0, settings.UPLOAD_CELL_CAMS))
+    predictions = engine.predict_many(sources, cam=True, cam_cells=cam_cells)
     batch_ms = (time.perf_counter() - start) * 1000
-    for analysis, source, prediction, read in zip(ready, sources, predictions, read_ms):
+    batch_sizes = [len(ready)] * len(ready)
+    if len(ready) > 1:
+        # The engine fails a whole batch when any part of it fails (out of memory, say): each failed photo is run
+        # again on its own, so that only a photo that fails by itself ends failed.
+        for i, prediction in enumerate(predictions):
+            if isinstance(prediction, Exception):
+                logger.warning("analysis %s failed in a batch of %d (%s); running it alone", ready[i].pk,
+                               len(ready), prediction)
+                [predictions[i]] = engine.predict_many([sources[i]], cam=True, cam_cells=cam_cells)
+                batch_sizes[i] = 1
+    for analysis, source, prediction, read, size in zip(ready, sources, predictions, read_ms, batch_sizes):
         if isinstance(prediction, Exception):
             logger.warning("analysis %s: the engine refused the photo: %s", analysis.pk, prediction)
             _fail_quietly(analysis, "The model could not analyse this photo. Please try another one.")
             continue
-        timings = {"read_ms": read, "batch_ms": batch_ms, "batch_size": len(ready)}
+        timings = {"read_ms": read, "batch_ms": batch_ms, "batch_size": size}
         try:
             _stream(analysis, prediction, photo=source, model=model, timings=timings)
         except AnalysisGone:
