@@ -125,10 +125,16 @@ if REDIS_URL:
                        "prefix": os.environ.get("GEOWEB_CHANNEL_PREFIX", "geoweb")},
         }
     }
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL},
+              # Rate-limit counters (core/ratelimit.py), shared by every web process.
+              "ratelimit": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                            "KEY_PREFIX": "ratelimit"}}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 200}}}
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+              # Rate-limit counters in files beside the data, so a restart does not reset them.
+              "ratelimit": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                            "LOCATION": str(DATA_DIR / "ratelimit"), "OPTIONS": {"MAX_ENTRIES": 20_000}}}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -226,6 +232,7 @@ RATE_LIMITS = {
     "websocket": (env_int("GEOWEB_RATE_WEBSOCKET", 120), 60),
 }
 RATE_LIMIT_TRUST_FORWARDED = env_bool("GEOWEB_TRUST_X_FORWARDED_FOR", False)
+RATE_LIMIT_CACHE = "ratelimit"  # the CACHES alias that holds the counters
 
 # --- Scale-out and reliability (SCALE) ---------------------------------------------------------------------------
 # While the database cannot be reached, requests get a 503 page that asks the client to retry after this long.

@@ -4,6 +4,7 @@ through the engine while storing and publishing their events, re-queue jobs of d
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -32,10 +33,11 @@ analysis_created = threading.Event()
 class UploadRefused(Exception):
     """The upload is refused for a reason other than the photo itself (paused, over quota)."""
 
-    def __init__(self, message: str, *, status: int):
+    def __init__(self, message: str, *, status: int, retry_after_s: int | None = None):
         super().__init__(message)
         self.message = message
         self.status = status
+        self.retry_after_s = retry_after_s
 
 
 class AnalysisGone(Exception):
@@ -52,11 +54,16 @@ def create_analysis(*, owner, data: bytes, keep_photo: bool = False, client_ip: 
         raise UploadRefused("Photo analysis is paused at the moment. Please try again later.", status=503)
     quota = settings.UPLOAD_DAILY_QUOTA
     if quota > 0:
-        since = timezone.now() - timedelta(days=1)
+        now = timezone.now()
         # Counted from the audit log, so deleting analyses does not give uploads back.
-        if UploadAudit.objects.filter(user=owner, created_at__gte=since).count() >= quota:
+        recent = list(UploadAudit.objects.filter(user=owner, created_at__gte=now - timedelta(days=1))
+                      .order_by("created_at").values_list("created_at", flat=True))
+        if len(recent) >= quota:
+            # The next upload fits once enough of the last day's uploads are more than a day old.
+            frees_at = recent[len(recent) - quota] + timedelta(days=1)
+            wait_s = max(1, math.ceil((frees_at - now).total_seconds()))
             raise UploadRefused(f"You have analysed {quota} photos in the last 24 hours, the daily limit. "
-                                "Please try again tomorrow.", status=429)
+                                f"Please try again in {_duration(wait_s)}.", status=429, retry_after_s=wait_s)
     _release_pooled_connection()
     clean = images.clean_upload(data)
     stored: list[str] = []
@@ -78,6 +85,13 @@ def create_analysis(*, owner, data: bytes, keep_photo: bool = False, client_ip: 
         raise
     transaction.on_commit(analysis_created.set)
     return analysis
+
+
+def _duration(seconds: int) -> str:
+    hours, minutes = divmod(math.ceil(seconds / 60), 60)
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{max(1, minutes)} min"
 
 
 def _release_pooled_connection() -> None:
