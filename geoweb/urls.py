@@ -2,7 +2,9 @@
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from geoweb import accounts, health
 from core.ratelimit import limit_by_ip
@@ -18,6 +20,8 @@ urlpatterns = [
     path("accounts/signup/", accounts.signup, name="signup"),
     path("accounts/delete/", predictor_views.delete_account, name="account-delete"),
     path("healthz", health.healthz, name="healthz"),
+    # Browsers ask for /favicon.ico whatever the page's <link rel=icon> says.
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.ico"), permanent=True)),
     path("basemap/countries.geojson", predictor_views.basemap, name="basemap"),
     path("", include("predictor.urls")),
     path("", include("games.urls")),

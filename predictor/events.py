@@ -127,12 +127,14 @@ def estimate_event(prediction: Prediction) -> dict:
 
 
 def cam_event(url: str | None, *, cells: dict[str, dict[str, str]] | None = None,
-              caption: str | None = None) -> dict:
+              caption: str | None = None, message: str | None = None) -> dict:
     """The overall activation map's URL (and what it is of), plus `cells`: partitioning -> cell token -> URL of that
-    cell's map, for the cells the page may show (already limited by the caller)."""
+    cell's map, for the cells the page may show (already limited by the caller). Without a map, `message` says why
+    (by default: the model gives none)."""
     cells = cells or {}
     if url is None:
-        return {"type": "cam", "url": None, "message": "This model gives no activation map.", "cells": cells}
+        return {"type": "cam", "url": None, "message": message or "This model gives no activation map.",
+                "cells": cells}
     event = {"type": "cam", "url": url, "cells": cells}
     if caption:
         event["caption"] = caption

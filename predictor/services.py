@@ -3,12 +3,14 @@ through the engine while storing and publishing their events, re-queue jobs of d
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
 import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -72,10 +74,14 @@ def create_analysis(*, owner, data: bytes, keep_photo: bool = False, client_ip: 
         stored.append(image_name)
         thumbnail_name = default_storage.save(_new_name("thumb", "jpg"), ContentFile(clean.thumbnail))
         stored.append(thumbnail_name)
+        model_name, untrained = _active_model()
         analysis = Analysis.objects.create(
             owner=owner, image=image_name, thumbnail=thumbnail_name, original_sha256=clean.sha256,
             original_format=clean.source_format, original_width=clean.source_width,
             original_height=clean.source_height, keep_photo=bool(keep_photo),
+            # The model that will answer, as far as known now: the page of a queued analysis flags an untrained
+            # one from its first message. The worker records the model it actually used.
+            model_name=model_name, untrained=untrained,
         )
         UploadAudit.objects.create(user=owner, username=owner.get_username(), image_sha256=clean.sha256,
                                    analysis_id=analysis.pk, client_ip=client_ip or None)
@@ -85,6 +91,21 @@ def create_analysis(*, owner, data: bytes, keep_photo: bool = False, client_ip: 
         raise
     transaction.on_commit(analysis_created.set)
     return analysis
+
+
+def _active_model() -> tuple[str, bool]:
+    """Name and untrained flag of the active bundle, from its config file (no weights are loaded)."""
+    from predictor import registry
+    from predictor.ml.bundle import CONFIG
+
+    path = registry.active_bundle_path()
+    if path is None:
+        return "", False
+    try:
+        config = json.loads((Path(path) / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return path.name, False
+    return str(config.get("name") or path.name)[:120], bool(config.get("untrained", False))
 
 
 def _duration(seconds: int) -> str:
@@ -343,7 +364,8 @@ def _stream(analysis: Analysis, prediction, *, photo, model, timings: dict) -> N
     _emit(analysis, limiter.partitions_event())
     _emit(analysis, limiter.heatmap_event())
     estimate = _emit(analysis, {**limiter.estimate_event(), "coarsening_reason": reason})
-    _emit(analysis, _cam_event(analysis, photo, prediction, level=level, partitionings=list(model.partitionings)))
+    _emit(analysis, _cam_event(analysis, photo, prediction, level=level, partitionings=list(model.partitionings),
+                               answer_cell=limiter.answer_cell(), answer_label=estimate["label"]))
     timings = {**timings, **{f"model_{k}": v for k, v in prediction.timings_ms.items()},
                "events_ms": (time.perf_counter() - start) * 1000}
     created = analysis.created_at
@@ -353,6 +375,7 @@ def _stream(analysis: Analysis, prediction, *, photo, model, timings: dict) -> N
     timings["total_ms"] = (now - created).total_seconds() * 1000
     summary = {"lat": estimate["lat"], "lon": estimate["lon"], "label": estimate["label"],
                "confidence": estimate["confidence"], "radius_km": estimate["radius_km"],
+               "decimals": estimate.get("decimals", 3), "confidence_of": estimate.get("confidence_of", ""),
                "concept": prediction.scene.concept, "model_name": prediction.model_name,
                "untrained": bool(prediction.untrained), "granularity": level, "coarsening_reason": reason}
     _discard_photo(analysis)
@@ -400,12 +423,15 @@ def _fail_quietly(analysis: Analysis, message: str) -> None:
         pass
 
 
-def _cam_event(analysis: Analysis, photo, prediction, *, level: str, partitionings: list) -> dict:
+def _cam_event(analysis: Analysis, photo, prediction, *, level: str, partitionings: list, answer_cell=None,
+               answer_label: str = "") -> dict:
     """Store the activation maps this user may see and build the `cam` event that links them.
 
-    The overall map is of the estimate's fine cell only at fine level; a limited answer gets the map of the most
-    probable coarse cell instead. Per-cell maps exist for the top cells of the partitionings the limiter exposes:
-    all of them (and the hierarchy) at fine level, the coarse one at region level, none at country level.
+    The overall map is of the estimate's fine cell only at fine level; a limited answer gets the map of the coarse
+    cell it stands for (`Limiter.answer_cell`: the estimated cell at region level, the most probable cell inside
+    the estimated country at country level), so that the caption and the estimate name the same place. Per-cell maps
+    exist for the top cells of the partitionings the limiter exposes: all of them (and the hierarchy) at fine level,
+    the coarse one at region level, none at country level.
     """
     names = [p.name for p in partitionings]
     coarse, finest = names[0], names[-1]
@@ -417,16 +443,44 @@ def _cam_event(analysis: Analysis, photo, prediction, *, level: str, partitionin
             key = (finest if layer == HIERARCHY else layer, cell.class_index)
             if key in prediction.cell_cams:
                 exposed.append((layer, cell.token, key))
-    top_coarse = next(iter(prediction.top_cells.get(coarse, [])), None)
+    message = None
     if level == FINE:
         overall, caption = prediction.cam, "the estimate's cell"
     else:
-        overall = prediction.cell_cams.get((coarse, top_coarse.class_index)) if top_coarse else None
-        caption = f"the most probable {coarse} cell {top_coarse.token}" if level == REGION and top_coarse else \
-            "the most probable region"
+        overall = prediction.cell_cams.get((coarse, answer_cell.class_index)) if answer_cell else None
+        if overall is None and answer_cell is not None and prediction.cell_cams:
+            # The answer's cell is not among the top cells the engine made maps for (at country level the country
+            # with the most probability need not hold the single most probable cells): make its map now.
+            overall = _map_of_cell(photo, prediction, coarse, answer_cell.class_index)
+        if level == REGION and answer_cell:
+            caption = f"the estimated {coarse} cell {answer_cell.token} ({answer_label})"
+        else:
+            caption = f"the most probable area in {answer_label}" if answer_label else "the most probable area"
+        if overall is None and prediction.cell_cams:
+            message = (f"No activation map for {answer_label or 'the estimate'}: maps are made for the model's "
+                       f"{count} most probable cells, and none of them lies there.")
     url = _store_cam(analysis, photo, overall)
     cells = _store_cell_cams(analysis, photo, prediction, exposed)
-    return events.cam_event(url, cells=cells, caption=caption if url else None)
+    return events.cam_event(url, cells=cells, caption=caption if url else None, message=message)
+
+
+def _map_of_cell(photo, prediction, partitioning: str, class_index: int):
+    """The activation map of one cell for a photo the engine has already answered (one more pass of the answering
+    network's convolutional body over the photo's crops); None if it cannot be made."""
+    from predictor.inference import get_engine, get_model
+    from predictor.ml.prediction import S3_CONCEPTS
+    from predictor.ml.preprocess import prepare_pil
+
+    try:
+        engine, model = get_engine(), get_model()
+        image = images.open_stored(photo) if isinstance(photo, bytes) else photo
+        crops, _, geometry = prepare_pil(image, model.crops)
+        [cam] = engine.class_activation_maps(crops.to(engine.device), S3_CONCEPTS.index(prediction.scene.concept),
+                                             [(partitioning, class_index)], geometry)
+        return cam
+    except Exception:  # noqa: BLE001 - the page then says there is no map for the answer
+        logger.exception("could not make the activation map of %s cell %d", partitioning, class_index)
+        return None
 
 
 def _overlay_png(photo, cam) -> bytes:
