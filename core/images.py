@@ -71,9 +71,10 @@ def clean_upload(data: bytes, *, max_bytes: int | None = None, max_pixels: int |
     # Checked on the header, before decoding: a 20000 x 10 strip is a few KB but would be stored as 2048 x 1, and
     # every size derived from it downstream (crops, maps) would follow its long side.
     if max(width, height) > max_aspect * min(width, height):
-        raise RejectedImage(
-            f"The image is {width}×{height} pixels, {max(width, height) / min(width, height):.3g} times longer than "
-            f"it is wide; photos up to {max_aspect:g}:1 are accepted. Please crop it.")
+        ratio = max(width, height) / min(width, height)
+        times = f"{ratio:,.0f}" if ratio >= 100 else f"{ratio:.3g}"
+        raise RejectedImage(f"The image is {width}×{height} pixels, {times} times longer than it is wide; photos up "
+                            f"to {max_aspect:g}:1 are accepted. Please crop it.")
     source_format = image.format
     rgb = _decode(image)
     jpeg = _encode(rgb, max_side=STORED_MAX_SIDE)
@@ -95,7 +96,7 @@ def _open(data: bytes) -> Image.Image:
             raise RejectedImage(
                 f"This file is not a photo the app accepts. Please send {FORMAT_NAMES}.", status=415) from None
         raise RejectedImage("The image has far too many pixels to be processed safely.", status=413) from None
-    except (OSError, ValueError, SyntaxError, EOFError):
+    except (OSError, ValueError, SyntaxError, EOFError, RuntimeError):
         raise RejectedImage(f"The file could not be read as an image. Please send {FORMAT_NAMES}.",
                             status=415) from None
 
@@ -111,7 +112,8 @@ def _decode(image: Image.Image) -> Image.Image:
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise RejectedImage("The image has far too many pixels to be processed safely.", status=413) from None
-    except (OSError, ValueError, SyntaxError, EOFError, MemoryError):
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError, RuntimeError):
+        # RuntimeError: pillow-heif's answer to a stream it refuses (e.g. coded larger than its header says).
         raise RejectedImage(
             "The image is damaged or incomplete (was the upload cut off?). Please send the file again.") from None
     try:

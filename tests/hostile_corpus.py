@@ -9,6 +9,7 @@ benchmarks/fuzz_upload.py. Large inputs are written by hand (PNG rows streamed t
 """
 from __future__ import annotations
 
+import base64
 import io
 import struct
 import zlib
@@ -225,8 +226,31 @@ def earlier_cases() -> list[Case]:
         accepted("JPEG with a broken EXIF orientation", with_orientation(scene(400, 300), 99), "400x300"),
         accepted("WebP", encode(scene(640, 480), "WEBP"), "640x480"),
         accepted("HEIC with GPS", _heic(), "640x480"),
+        refused("HEIF whose coded size disagrees with its header", HEIF_CODED_SIZE_MISMATCH, 400, "damaged",
+                "48x36"),
         accepted("AVIF", encode(scene(640, 480), "AVIF"), "640x480"),
     ]
+
+
+# Found by benchmarks/fuzz_upload.py (seed 1, input 5,793): a mutated 48 x 36 HEIF whose coded stream claims
+# 1,895,825,472 x 64 pixels. pillow-heif refused it with a RuntimeError the door did not expect: HTTP 500.
+HEIF_CODED_SIZE_MISMATCH = base64.b64decode(
+    "AAAAHGZ0eXBoZWljAAAAAG1pZjFoZWljbWlhZgAAAX1tZXRhAAAAAAAAACFoZGxyAAAAAAAAAABwaWN0AAAAAAAAAAAAAAAAAAAAACJpbG9jAAAA"
+    "AERAAAEAAQAAAAABoQABAAAAAAAAAwQAAAAjaWluZgAAAAAAAQAAABVpbmZlAgAAAAABAABodmMxAAAAAA5waXRtAAAAAAABAAAA/WlwcnAAAADd"
+    "aXBjbwAAAHZodmNDAQNwAAAAkAAAAAAAHvAA/P34+AAADwNgAAEAGEABDAH//wNwAAADAJAAAAMAAAMAHroCQGEAAQAqQgEBA3AAAAMAkAAAAwAA"
+    "AwAeoCCBBZbq5Ka5uAhoMCAAAAMDIAAAAwAhYgABAAZEAcFzwIkAAAATY29scm5jbHgAAQANAAaAAAAAFGlzcGUAAAAAcQAAQAAAAEAAAAAoY2xh"
+    "cAAAADAAAAABAAAAJAAAAAH////wAAAAAv///+QAAAACAAAAEHBpeGkAAAAAAwgICAAAABhpcG1hAAAAAAAAAAEAAQWBAgMFhAAAAwxtZGF0AAAD"
+    "ACgBrxOAl+CGs9W5oO832DdcxHc7LKe/zduhmNq4lu4RviC6Mmcftto/r3nsn5YTXCnJ/fS4AhuPyZDXTZ2ZV25sKyX+9PZ0mocOid4PervPAqR8"
+    "iDbxnAocmXkzUyXlJ4qjQ4RP1LTQja1hFrjZA0qS3MLSAWa7Fb7sK57ecnT617k6VexZmgM4wLAYgQCMAGzgT8AnLGhwjtYO2ORETfUIaHk/YD3J"
+    "pEx2yHgp1P1azCWYeScnKiMG1epFTpWVYLrgRDI+wWxinOHB3GcVJ7BZ04DiLMy+qv4L6pgbkWElGczYYXzOk5QvgupkOM5VpZbsLl8HsLMM4y3S"
+    "g2Yic1HL3I2kYL0RuHJ3aiEWq4OD8nauU9ThSPtAGpCrWdhXstVHwQkQwa4L7GjZF822EeuRqWtTO8TatBh3AylFngzKt1ITIhffaUu15Lsz2a3H"
+    "46FpjSC030B6hPqnEds9830z1rf4NfiJisk7XUF0B6QtJvHSSeABW5NKVsj9yreRNsyfIuRR56IGl8cf1MAXmiIwF8JA36ZQjBu1dvo469sZROq5"
+    "Woio9eXmjiaXXk/phnSJBzrUaCsmd2wG5fzSOHOpGwsjvHbATyW5S3Fs/zLD/9YEmXh+A+L7lJShRzZ5CpG9g59Dg/2IE/c2yX+GOcZxyRc7tzx+"
+    "AqUPq030m4u3O0cxwlwrAqeZ2XSLcTgIzOBYuyrMAi9V86kA3o9FoaC8QMIUL2FY80fcbsMOnqjk6+Wkcv+N5RFFIBtm26fg0uUqxGCIheNFNndS"
+    "oVs/5He5FzozYMYetBwio8U8AzQ64lZotb9IOqLoMT9O3WrfvHuuy8QwB1BxKKWkaQ2Rm0dyzYalh6YJD+Ngt5Iz/NwfA5xG20t8lQTFLYaSou6Z"
+    "wUuEmAzGt49DiOHW1wmRIJzjr/Hr9nLGQ/Tu9uPX0f8h1zuv//dQKta0xS8h1ABLmXFgHBsnOvM81Y2GtBSjW++oxkSvJVZiq2+EQX2V6srFsnwo"
+    "M7nXEUyDOaexeLN9NQ=="
+)
 
 
 def _heic() -> bytes:
