@@ -261,16 +261,24 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("embedded inference worker %s (child of %d): %s", worker_id, os.getppid(), limit)
     out = os.fdopen(args.events_fd, "wb", buffering=0)
     out_lock = threading.Lock()
+    loop = worker.Worker(worker_id=worker_id)
 
     def send(analysis_id: int, event: dict) -> None:
         line = json.dumps({"analysis": analysis_id, "event": event}, separators=(",", ":")).encode() + b"\n"
-        with out_lock:
-            out.write(line)
+        try:
+            with out_lock:
+                out.write(line)
+        except BrokenPipeError:
+            # The web process is gone: nobody is listening. The event is stored; finish the batch and stop.
+            loop.stop()
 
     events.relay_to(send)
-    loop = worker.Worker(worker_id=worker_id)
-    with out_lock:
-        out.write(json.dumps({"ready": limit}).encode() + b"\n")
+    try:
+        with out_lock:
+            out.write(json.dumps({"ready": limit}).encode() + b"\n")
+    except BrokenPipeError:
+        logger.info("the web process went away before the worker was ready")
+        return 0
 
     def listen() -> None:
         for line in control:
