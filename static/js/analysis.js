@@ -185,9 +185,13 @@
       var list = byId("candidates");
       list.textContent = "";
       event.candidates.forEach(function (candidate, i) {
-        L.marker([candidate.lat, candidate.lon], { icon: GeoWeb.shapeIcon("diamond", "#f0b400", "Candidate " + (i + 1)),
-                                                   title: "Candidate " + (i + 1) })
-          .bindPopup((i + 1) + ". " + candidate.label + " — " + pct(candidate.probability)).addTo(estimateLayer);
+        var atEstimate = candidate.lat === event.lat && candidate.lon === event.lon;
+        // A limited answer's estimate is its first candidate: one marker (the estimate's) for that place.
+        if (!atEstimate) {
+          L.marker([candidate.lat, candidate.lon], { icon: GeoWeb.shapeIcon("diamond", "#f0b400", "Candidate " + (i + 1)),
+                                                     title: "Candidate " + (i + 1) })
+            .bindPopup((i + 1) + ". " + candidate.label + " — " + pct(candidate.probability)).addTo(estimateLayer);
+        }
         list.appendChild(el("li", candidate.label + " (" + coords(candidate.lat, candidate.lon, event.decimals) + ") — " + pct(candidate.probability)));
       });
       text(byId("estimate-label"), event.label);
