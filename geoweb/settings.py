@@ -268,7 +268,7 @@ WORKER_POLL_S = float(os.environ.get("GEOWEB_WORKER_POLL_S", "2"))
 WORKER_MAX_ATTEMPTS = env_int("GEOWEB_WORKER_MAX_ATTEMPTS", 3)  # re-queues after a dead worker before giving up
 # Address-space cap (RLIMIT_AS) of a CPU worker process, embedded child or `run_worker`; 0 = none. The default leaves
 # most of a 24 GB machine to the web server and the system: see docs/upload.md for what a worker needs.
-WORKER_MEMORY_LIMIT_MB = env_int("GEOWEB_WORKER_MEMORY_LIMIT_MB", 8192)
+WORKER_MEMORY_LIMIT_MB = env_int("GEOWEB_WORKER_MEMORY_LIMIT_MB", 10240)
 # Activation maps stored per analysis for clicked cells: the top N cells of each partitioning the user may see.
 UPLOAD_CELL_CAMS = env_int("GEOWEB_UPLOAD_CELL_CAMS", 5)
 
