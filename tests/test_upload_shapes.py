@@ -166,3 +166,36 @@ def test_real_camera_photos_go_through_the_door(shared_data):
     for case in hostile_corpus.ordinary_photos(shared_data, count=4):
         clean = images.clean_upload(case.data)
         assert max(clean.width, clean.height) <= 2048, case.name
+
+
+DOOR_PEAK = r"""
+import json, resource, sys
+import django
+django.setup()
+import numpy as np
+from core import images
+from tests import hostile_corpus
+
+side = 6324  # 40 MP, at the pixel limit
+row = (np.arange(side * 4, dtype=np.uint32) % 251).astype(np.uint8).tobytes()
+data = hostile_corpus.png_rows(side, side, colour_type=6, row=row)  # RGBA, 0.6 MB compressed
+del row
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+clean = images.clean_upload(data)
+grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+print(json.dumps({"grew_mb": grew, "stored": [clean.width, clean.height]}))
+"""
+
+
+def test_the_door_cleans_a_40_mp_rgba_png_in_a_bounded_amount_of_memory(tmp_path):
+    # The web process decodes uploads: a 40 MP RGBA PNG (160 MB of pixels) grew it by 675 MB before the decoded
+    # photo was reduced to the stored size first; now about 320 MB.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEOWEB_") and k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env.update(DJANGO_SETTINGS_MODULE="geoweb.settings", GEOWEB_DATA_DIR=str(tmp_path), GEOWEB_LOG_LEVEL="ERROR",
+               PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-c", DOOR_PEAK], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["stored"] == [2048, 2048]
+    assert report["grew_mb"] < 450, report
