@@ -181,12 +181,20 @@ class EmbeddedWorker:
             os.close(events_write)  # the child holds the only write end: its exit ends the relay
         relay = threading.Thread(target=self._relay, args=(events_read,), name="embedded-worker-relay", daemon=True)
         relay.start()
-        self.process = process
         self.ready = False
         # The id the child claims jobs under names the child's own pid, like a `run_worker` process's.
         self.worker_id = worker_id_of(pid=process.pid, token=token)
         snapshot = settings_snapshot()
-        self._send(struct.pack(">Q", len(snapshot)) + snapshot)
+        with self._stdin_lock:
+            # The settings go first: no "wake" or "stop" line may reach the child before them.
+            try:
+                process.stdin.write(struct.pack(">Q", len(snapshot)) + snapshot)
+                process.stdin.flush()
+            except (BrokenPipeError, OSError):
+                pass  # it died at once; the supervisor sees it exit
+            self.process = process
+        if self._stopping.is_set():
+            self._send(b"stop\n")  # stop() came while it was starting
         logger.info("started the embedded inference worker %s (pid %d)", self.worker_id, process.pid)
         return process, relay
 
