@@ -56,11 +56,12 @@ def main() -> int:
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--shapes", action="store_true", help="10:1 and 1:10 photos beside square ones")
     parser.add_argument("--memory-limit-mb", type=int, default=None, help="default: WORKER_MEMORY_LIMIT_MB")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (on CUDA the cap is not applied)")
     args = parser.parse_args()
 
     data_dir = tempfile.mkdtemp(prefix="geoweb-workermem-")
     os.environ.update(GEOWEB_DATA_DIR=data_dir, DJANGO_SETTINGS_MODULE="geoweb.settings", GEOWEB_LOG_LEVEL="WARNING",
-                      GEOWEB_EMBEDDED_WORKER="1", GEOWEB_UPLOAD_DAILY_QUOTA="0", GEOWEB_DEVICE="cpu")
+                      GEOWEB_EMBEDDED_WORKER="1", GEOWEB_UPLOAD_DAILY_QUOTA="0", GEOWEB_DEVICE=args.device)
     sys.path.insert(0, str(ROOT))
     import django
 

@@ -194,6 +194,8 @@ def main() -> int:
             accepted_shapes["1:1 to 2:1" if ratio <= 2 else "2:1 to 4:1" if ratio <= 4 else "4:1 to 10:1"] += 1
         except images.RejectedImage as refusal:
             door[f"refused {refusal.status}"] += 1
+            if "times longer than it is wide" in refusal.message:
+                door["of which for their shape"] += 1
         except Exception as error:  # noqa: BLE001 - this is what the fuzzer looks for
             door["CRASH"] += 1
             problems.append(f"input {number} ({kind}): door raised {error!r}")
