@@ -13,11 +13,15 @@ import socket
 import threading
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import close_old_connections, connection
 
 from predictor import services
+
+if TYPE_CHECKING:
+    from predictor.embedded_worker import EmbeddedWorker
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +147,7 @@ _embedded_lock = threading.Lock()
 _embedded: dict = {"pid": None, "worker": None}
 
 
-def start_embedded_worker():
+def start_embedded_worker() -> EmbeddedWorker | None:
     """Start this process's embedded worker once, if settings ask for it; returns its supervisor (or None)."""
     if not settings.EMBEDDED_WORKER:
         return None
