@@ -21,6 +21,9 @@ STORED_QUALITY = 92
 # The model looks at a few hundred pixels; keeping full 40 MP copies would only cost disk and decode time.
 STORED_MAX_SIDE = 2048
 THUMBNAIL_SIDE = 320
+# Modes whose pixels can be averaged (Image.reduce); palette and 1-bit images cannot, and 16-bit ones are converted
+# first.
+_REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F", "LAB")
 
 # Pillow only warns between its own limit and twice that; an upload above it is refused, never decoded.
 warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
@@ -49,10 +52,12 @@ class CleanImage:
     sha256: str  # of the bytes as uploaded, to recognise a repeated upload without keeping the original
 
 
-def clean_upload(data: bytes, *, max_bytes: int | None = None, max_pixels: int | None = None) -> CleanImage:
+def clean_upload(data: bytes, *, max_bytes: int | None = None, max_pixels: int | None = None,
+                 max_aspect: float | None = None) -> CleanImage:
     """Validate the uploaded bytes and return the cleaned copy, or raise `RejectedImage` with a clear message."""
     max_bytes = settings.UPLOAD_MAX_BYTES if max_bytes is None else max_bytes
     max_pixels = settings.UPLOAD_MAX_PIXELS if max_pixels is None else max_pixels
+    max_aspect = settings.UPLOAD_MAX_ASPECT_RATIO if max_aspect is None else max_aspect
     if not data:
         raise RejectedImage("The file is empty. Please choose a photo.")
     if len(data) > max_bytes:
@@ -66,6 +71,13 @@ def clean_upload(data: bytes, *, max_bytes: int | None = None, max_pixels: int |
         raise RejectedImage(
             f"The image is {width}×{height} pixels ({width * height / 1e6:.3g} MP); the limit is "
             f"{max_pixels / 1e6:g} MP. Please send a smaller version.", status=413)
+    # Checked on the header, before decoding: a 20000 x 10 strip is a few KB but would be stored as 2048 x 1, and
+    # every size derived from it downstream (crops, maps) would follow its long side.
+    if max(width, height) > max_aspect * min(width, height):
+        ratio = max(width, height) / min(width, height)
+        times = f"{ratio:,.0f}" if ratio >= 100 else f"{ratio:.3g}"
+        raise RejectedImage(f"The image is {width}×{height} pixels, {times} times longer than it is wide; photos up "
+                            f"to {max_aspect:g}:1 are accepted. Please crop it.")
     source_format = image.format
     rgb = _decode(image)
     jpeg = _encode(rgb, max_side=STORED_MAX_SIDE)
@@ -87,7 +99,7 @@ def _open(data: bytes) -> Image.Image:
             raise RejectedImage(
                 f"This file is not a photo the app accepts. Please send {FORMAT_NAMES}.", status=415) from None
         raise RejectedImage("The image has far too many pixels to be processed safely.", status=413) from None
-    except (OSError, ValueError, SyntaxError, EOFError):
+    except (OSError, ValueError, SyntaxError, EOFError, RuntimeError):
         raise RejectedImage(f"The file could not be read as an image. Please send {FORMAT_NAMES}.",
                             status=415) from None
 
@@ -103,9 +115,15 @@ def _decode(image: Image.Image) -> Image.Image:
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise RejectedImage("The image has far too many pixels to be processed safely.", status=413) from None
-    except (OSError, ValueError, SyntaxError, EOFError, MemoryError):
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError, RuntimeError):
+        # RuntimeError: pillow-heif's answer to a stream it refuses (e.g. coded larger than its header says).
         raise RejectedImage(
             "The image is damaged or incomplete (was the upload cut off?). Please send the file again.") from None
+    factor = max(image.size) // STORED_MAX_SIDE
+    if factor >= 2 and image.mode in _REDUCIBLE_MODES:
+        # Only the stored size is ever used: a cheap integer reduction right after decoding keeps the copies that
+        # follow (orientation, transparency, colour) small. A 40 MP RGBA PNG peaked 675 MB above the process before.
+        image = image.reduce(factor)
     try:
         upright = ImageOps.exif_transpose(image)
     except Exception:  # noqa: BLE001 - a broken EXIF block only costs the orientation, never the photo
@@ -121,6 +139,10 @@ def _decode(image: Image.Image) -> Image.Image:
     rgb = upright.convert("RGB")
     if icc:
         rgb = _to_srgb(rgb, icc)
+    if max(rgb.size) > STORED_MAX_SIDE:
+        # Only the stored size is ever used: shrinking before the copy below keeps a 40 MP upload from holding two
+        # more full-size copies of itself.
+        rgb.thumbnail((STORED_MAX_SIDE, STORED_MAX_SIDE), Image.Resampling.LANCZOS)
     # A fresh image carries no `info`: nothing of the original's metadata can reach the encoder.
     return Image.frombytes("RGB", rgb.size, rgb.tobytes())
 

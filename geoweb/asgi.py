@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels (origin-checked, authenticated)."""
+"""ASGI entry point: HTTP through Django, websockets through Channels (same-origin only, authenticated)."""
 import os
 
 import django
@@ -13,21 +13,22 @@ django_asgi_app = PooledSyncASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from geoweb.websocket_origin import SameOriginValidator  # noqa: E402
 from predictor.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # Scheme, host and port of the page must be this site's (AllowedHostsOriginValidator checks the host only).
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
 
 from predictor.worker import with_embedded_worker  # noqa: E402
 
 # With settings.EMBEDDED_WORKER (the default without Redis), the first request in each server process starts that
-# process's inference worker thread; the setting is read then, not at import.
+# process's inference worker (a child process); the setting is read then, not at import.
 application = with_embedded_worker(application)
 
 import threading  # noqa: E402

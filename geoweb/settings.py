@@ -128,10 +128,16 @@ if REDIS_URL:
                        "prefix": os.environ.get("GEOWEB_CHANNEL_PREFIX", "geoweb")},
         }
     }
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL},
+              # Rate-limit counters (core/ratelimit.py), shared by every web process.
+              "ratelimit": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                            "KEY_PREFIX": "ratelimit"}}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 200}}}
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+              # Rate-limit counters in files beside the data, so a restart does not reset them.
+              "ratelimit": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                            "LOCATION": str(DATA_DIR / "ratelimit"), "OPTIONS": {"MAX_ENTRIES": 20_000}}}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -197,6 +203,8 @@ WORKER_HEARTBEAT_TIMEOUT_S = env_int("GEOWEB_WORKER_HEARTBEAT_TIMEOUT", 60)
 # Uploads.
 UPLOAD_MAX_BYTES = env_int("GEOWEB_UPLOAD_MAX_BYTES", 20 * 1024 * 1024)
 UPLOAD_MAX_PIXELS = env_int("GEOWEB_UPLOAD_MAX_PIXELS", 40_000_000)
+# Longer side : shorter side beyond which a photo is refused at the door (panoramas up to 10:1 pass).
+UPLOAD_MAX_ASPECT_RATIO = float(os.environ.get("GEOWEB_UPLOAD_MAX_ASPECT", "10"))
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 
@@ -234,6 +242,7 @@ RATE_LIMITS = {
     "game_start": (env_int("GEOWEB_RATE_GAME_START", 20), 60),
 }
 RATE_LIMIT_TRUST_FORWARDED = env_bool("GEOWEB_TRUST_X_FORWARDED_FOR", False)
+RATE_LIMIT_CACHE = "ratelimit"  # the CACHES alias that holds the counters
 
 # --- Scale-out and reliability (SCALE) ---------------------------------------------------------------------------
 # While the database cannot be reached, requests get a 503 page that asks the client to retry after this long.
@@ -267,6 +276,9 @@ UPLOAD_DAILY_QUOTA = env_int("GEOWEB_UPLOAD_DAILY_QUOTA", 50)  # analyses per us
 WORKER_BATCH = env_int("GEOWEB_WORKER_BATCH", 32)  # analyses claimed at once
 WORKER_POLL_S = float(os.environ.get("GEOWEB_WORKER_POLL_S", "2"))
 WORKER_MAX_ATTEMPTS = env_int("GEOWEB_WORKER_MAX_ATTEMPTS", 3)  # re-queues after a dead worker before giving up
+# Address-space cap (RLIMIT_AS) of a CPU worker process, embedded child or `run_worker`; 0 = none. The default leaves
+# most of a 24 GB machine to the web server and the system: see docs/upload.md for what a worker needs.
+WORKER_MEMORY_LIMIT_MB = env_int("GEOWEB_WORKER_MEMORY_LIMIT_MB", 10240)
 # Activation maps stored per analysis for clicked cells: the top N cells of each partitioning the user may see.
 UPLOAD_CELL_CAMS = env_int("GEOWEB_UPLOAD_CELL_CAMS", 5)
 

@@ -42,8 +42,8 @@ class AnalysisConsumer(AsyncJsonWebsocketConsumer):
         user = self.scope.get("user")
         # Accept first so that the page gets a readable reason with the close code, not a bare failed handshake.
         await self.accept()
-        rule = ratelimit.rule_for("websocket")
-        verdict = await sync_to_async(ratelimit.hit)(f"websocket:ip:{scope_ip(self.scope)}", rule)
+        verdict = await sync_to_async(ratelimit.check)("websocket", client_ip=scope_ip(self.scope),
+                                                       path=self.scope.get("path", ""))
         if not verdict.allowed:
             await self.send_json({"type": "error", "message": "Too many connections from your address. Please wait "
                                                               f"{verdict.retry_after_s} s and reload the page."})

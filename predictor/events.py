@@ -129,12 +129,14 @@ def estimate_event(prediction: Prediction) -> dict:
 
 
 def cam_event(url: str | None, *, cells: dict[str, dict[str, str]] | None = None,
-              caption: str | None = None) -> dict:
+              caption: str | None = None, message: str | None = None) -> dict:
     """The overall activation map's URL (and what it is of), plus `cells`: partitioning -> cell token -> URL of that
-    cell's map, for the cells the page may show (already limited by the caller)."""
+    cell's map, for the cells the page may show (already limited by the caller). Without a map, `message` says why
+    (by default: the model gives none)."""
     cells = cells or {}
     if url is None:
-        return {"type": "cam", "url": None, "message": "This model gives no activation map.", "cells": cells}
+        return {"type": "cam", "url": None, "message": message or "This model gives no activation map.",
+                "cells": cells}
     event = {"type": "cam", "url": url, "cells": cells}
     if caption:
         event["caption"] = caption
@@ -153,6 +155,15 @@ def error_event(message: str) -> dict:
 
 _live_loop: asyncio.AbstractEventLoop | None = None
 _thread_loops = threading.local()
+# In the embedded worker's child process: events go to the parent web process, whose channel layer holds the groups.
+_relay = None
+
+
+def relay_to(send) -> None:
+    """Send every event published in this process through `send(analysis_id, event)` instead of the channel layer
+    (the embedded worker process hands its events to the web process this way); None restores the layer."""
+    global _relay
+    _relay = send
 
 
 def register_live_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -172,6 +183,9 @@ def _own_loop() -> asyncio.AbstractEventLoop:
 
 def publish(*, analysis_id: int, event: dict) -> None:
     """Send one event to everyone watching the analysis. Best effort: the database is the source of truth."""
+    if _relay is not None:
+        _relay(analysis_id, event)
+        return
     layer = get_channel_layer()
     if layer is None:
         return

@@ -19,6 +19,7 @@ from predictor.policy import COUNTRY, FINE, REGION
 
 CENTRE_DECIMALS = 2
 COUNTRY_DECIMALS = 1
+FINE_DECIMALS = 3  # shown; the fine estimate is stored to 5
 COUNTRY_MIN_RADIUS_KM = 500.0
 COUNTRY_CANDIDATE_CELLS = 50
 
@@ -51,6 +52,19 @@ def country_point(name: str) -> tuple[float, float]:
     return round(point.y, COUNTRY_DECIMALS), round(point.x, COUNTRY_DECIMALS)
 
 
+@functools.cache
+def country_radius_km(name: str) -> float:
+    """How far the named Natural Earth country reaches from its point (`country_point`): the farthest corner of
+    its bounding box, at most 2,500 km."""
+    frame = places.countries()
+    rows = frame[frame["name"] == name]
+    if rows.empty:
+        return 2500.0
+    lat, lon = country_point(name)
+    west, south, east, north = rows.geometry.iloc[0].bounds
+    return float(min(2500.0, max(float(great_circle_km(lat, lon, y, x)) for x in (west, east) for y in (south, north))))
+
+
 def country_label(place: dict) -> str:
     return places.place_label(place)
 
@@ -64,6 +78,7 @@ class Limiter:
         self.level = level
         self.coarse = self.partitionings[0]  # bundles list partitionings from coarse to fine
         self.coarse_cells = list(prediction.top_cells.get(self.coarse.name, []))
+        self._named: list[dict] | None = None
 
     # --- the three events that carry locations -------------------------------------------------------------------
 
@@ -92,29 +107,73 @@ class Limiter:
         return event
 
     def estimate_event(self) -> dict:
+        """The estimate the page shows, and what its confidence and circle mean at this level.
+
+        At a limited level the estimate is the first of the shown candidates (the most probable coarse cell, or
+        the country with the most probability among the coarse cells), and its confidence is that candidate's
+        probability: what the page shows must not be about the hidden fine estimate.
+        """
         if self.level == FINE:
-            return {**events.estimate_event(self.prediction), "granularity": FINE}
-        prediction = self.prediction
-        [place] = places.reverse_geocode([(prediction.lat, prediction.lon)])
-        place = {k: place[k] for k in ("country", "iso2", "continent", "region", "offshore")}
-        radius = events.confidence_radius_km(prediction)
+            return {**events.estimate_event(self.prediction), "granularity": FINE, "decimals": FINE_DECIMALS,
+                    "confidence_of": "probability within 25 km", "radius_of": "half of the probability"}
         if self.level == REGION:
-            token = self._coarse_token_at(prediction.lat, prediction.lon)
-            lat, lon = cell_centre(token) if token else (round(prediction.lat), round(prediction.lon))
-            radius = max(radius, cell_radius_km(token) if token else 250.0)
             cells = self.coarse_cells[:events.ESTIMATE_CANDIDATES]
-            named = places.reverse_geocode([cell_centre(c.token) for c in cells])
+            named = self._named_coarse_cells()[:len(cells)]
             candidates = [dict(self._coarse_cell(c), place=p, label=places.place_label(p))
                           for c, p in zip(cells, named)]
+            if candidates:
+                top = candidates[0]
+                lat, lon, place = top["lat"], top["lon"], top["place"]
+                radius, confidence = cell_radius_km(top["token"]), top["probability"]
+            else:  # a model that ranks no coarse cells: its own estimate's cell
+                token = self._coarse_token_at(self.prediction.lat, self.prediction.lon)
+                lat, lon = cell_centre(token) if token else (round(self.prediction.lat), round(self.prediction.lon))
+                [place] = places.reverse_geocode([(lat, lon)])
+                radius, confidence = (cell_radius_km(token) if token else 250.0), 0.0
+            return self._estimate(lat, lon, place, confidence, radius, candidates, decimals=CENTRE_DECIMALS,
+                                  confidence_of="probability of this cell", radius_of="the estimated cell")
+        candidates = self._country_candidates()
+        if candidates:
+            top = candidates[0]
+            lat, lon, place, confidence = top["lat"], top["lon"], top["place"], top["probability"]
         else:
+            [place] = places.reverse_geocode([(self.prediction.lat, self.prediction.lon)])
             lat, lon = country_point(place["country"])
-            radius = max(radius, COUNTRY_MIN_RADIUS_KM)
-            candidates = self._country_candidates()
-        return {"type": "estimate", "lat": lat, "lon": lon, "place": place, "label": places.place_label(place),
-                "confidence": round(float(prediction.confidence), 6), "radius_km": round(min(radius, 2500.0), 1),
-                "candidates": candidates, "granularity": self.level}
+            confidence = 0.0
+        return self._estimate(lat, lon, place, confidence, max(COUNTRY_MIN_RADIUS_KM, country_radius_km(
+            place["country"])), candidates, decimals=COUNTRY_DECIMALS,
+            confidence_of="probability of this country", radius_of="around the estimated country")
+
+    def answer_cell(self):
+        """The coarse cell a limited answer stands for, whose activation map the page may show: at region level
+        the estimated cell, at country level the most probable coarse cell inside the estimated country. None at
+        fine level (the estimate's own fine cell is used) or when there is none."""
+        if self.level == FINE or not self.coarse_cells:
+            return None
+        if self.level == REGION:
+            return self.coarse_cells[0]
+        candidates = self._country_candidates()
+        country = candidates[0]["place"]["country"] if candidates else None
+        for cell, place in zip(self.coarse_cells, self._named_coarse_cells()):
+            if place["country"] == country:
+                return cell
+        return None
 
     # --- helpers -------------------------------------------------------------------------------------------------
+
+    def _estimate(self, lat, lon, place, confidence, radius, candidates, *, decimals, confidence_of, radius_of):
+        place = {k: place[k] for k in ("country", "iso2", "continent", "region", "offshore")}
+        return {"type": "estimate", "lat": lat, "lon": lon, "place": place, "label": places.place_label(place),
+                "confidence": round(float(confidence), 6), "radius_km": round(min(radius, 2500.0), 1),
+                "candidates": candidates, "granularity": self.level, "decimals": decimals,
+                "confidence_of": confidence_of, "radius_of": radius_of}
+
+    def _named_coarse_cells(self) -> list[dict]:
+        """Country and region of the centres of the most probable coarse cells (computed once)."""
+        if self._named is None:
+            cells = self.coarse_cells[:COUNTRY_CANDIDATE_CELLS]
+            self._named = places.reverse_geocode([cell_centre(c.token) for c in cells])
+        return self._named
 
     def _coarse_cell(self, cell) -> dict:
         lat, lon = cell_centre(cell.token)
@@ -129,7 +188,7 @@ class Limiter:
 
     def _country_candidates(self) -> list[dict]:
         cells = self.coarse_cells[:COUNTRY_CANDIDATE_CELLS]
-        named = places.reverse_geocode([cell_centre(c.token) for c in cells])
+        named = self._named_coarse_cells()
         totals: dict[str, float] = {}
         first_place: dict[str, dict] = {}
         for cell, place in zip(cells, named):

@@ -3,11 +3,14 @@ through the engine while storing and publishing their events, re-queue jobs of d
 """
 from __future__ import annotations
 
+import json
 import logging
+import math
 import threading
 import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -33,10 +36,11 @@ analysis_created = threading.Event()
 class UploadRefused(Exception):
     """The upload is refused for a reason other than the photo itself (paused, over quota)."""
 
-    def __init__(self, message: str, *, status: int):
+    def __init__(self, message: str, *, status: int, retry_after_s: int | None = None):
         super().__init__(message)
         self.message = message
         self.status = status
+        self.retry_after_s = retry_after_s
 
 
 class AnalysisGone(Exception):
@@ -53,11 +57,16 @@ def create_analysis(*, owner, data: bytes, keep_photo: bool = False, client_ip: 
         raise UploadRefused("Photo analysis is paused at the moment. Please try again later.", status=503)
     quota = settings.UPLOAD_DAILY_QUOTA
     if quota > 0:
-        since = timezone.now() - timedelta(days=1)
+        now = timezone.now()
         # Counted from the audit log, so deleting analyses does not give uploads back.
-        if UploadAudit.objects.filter(user=owner, created_at__gte=since).count() >= quota:
+        recent = list(UploadAudit.objects.filter(user=owner, created_at__gte=now - timedelta(days=1))
+                      .order_by("created_at").values_list("created_at", flat=True))
+        if len(recent) >= quota:
+            # The next upload fits once enough of the last day's uploads are more than a day old.
+            frees_at = recent[len(recent) - quota] + timedelta(days=1)
+            wait_s = max(1, math.ceil((frees_at - now).total_seconds()))
             raise UploadRefused(f"You have analysed {quota} photos in the last 24 hours, the daily limit. "
-                                "Please try again tomorrow.", status=429)
+                                f"Please try again in {_duration(wait_s)}.", status=429, retry_after_s=wait_s)
     _release_pooled_connection()
     clean = images.clean_upload(data)
     stored: list[str] = []
@@ -66,10 +75,14 @@ def create_analysis(*, owner, data: bytes, keep_photo: bool = False, client_ip: 
         stored.append(image_name)
         thumbnail_name = default_storage.save(_new_name("thumb", "jpg"), ContentFile(clean.thumbnail))
         stored.append(thumbnail_name)
+        model_name, untrained = _active_model()
         analysis = Analysis.objects.create(
             owner=owner, image=image_name, thumbnail=thumbnail_name, original_sha256=clean.sha256,
             original_format=clean.source_format, original_width=clean.source_width,
             original_height=clean.source_height, keep_photo=bool(keep_photo),
+            # The model that will answer, as far as known now: the page of a queued analysis flags an untrained
+            # one from its first message. The worker records the model it actually used.
+            model_name=model_name, untrained=untrained,
         )
         UploadAudit.objects.create(user=owner, username=owner.get_username(), image_sha256=clean.sha256,
                                    analysis_id=analysis.pk, client_ip=client_ip or None)
@@ -79,6 +92,28 @@ def create_analysis(*, owner, data: bytes, keep_photo: bool = False, client_ip: 
         raise
     transaction.on_commit(analysis_created.set)
     return analysis
+
+
+def _active_model() -> tuple[str, bool]:
+    """Name and untrained flag of the active bundle, from its config file (no weights are loaded)."""
+    from predictor import registry
+    from predictor.ml.bundle import CONFIG
+
+    path = registry.active_bundle_path()
+    if path is None:
+        return "", False
+    try:
+        config = json.loads((Path(path) / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return path.name, False
+    return str(config.get("name") or path.name)[:120], bool(config.get("untrained", False))
+
+
+def _duration(seconds: int) -> str:
+    hours, minutes = divmod(math.ceil(seconds / 60), 60)
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{max(1, minutes)} min"
 
 
 def _release_pooled_connection() -> None:
@@ -148,19 +183,33 @@ def _discard_photo(analysis: Analysis) -> None:
 # --- the worker's side ---------------------------------------------------------------------------------------
 
 def claim_analyses(*, worker_id: str, limit: int) -> list[Analysis]:
-    """Atomically take up to `limit` queued analyses, oldest first, for `worker_id`; each goes to one worker only."""
+    """Atomically take up to `limit` queued analyses, oldest first, for `worker_id`; each goes to one worker only.
+
+    An analysis whose earlier run was cut off (its worker died or went silent) is taken on its own, before the
+    others: if its photo is what stopped the worker, it cannot take a batch of other people's photos with it again.
+    """
+    queued = Analysis.objects.filter(status=Analysis.Status.QUEUED)
+    claimed = _claim(queued.filter(attempts__gt=0), worker_id=worker_id, limit=1)
+    return claimed or _claim(queued.filter(attempts=0), worker_id=worker_id, limit=limit)
+
+
+def _claim(queued, *, worker_id: str, limit: int) -> list[Analysis]:
     token = uuid.uuid4().hex
     now = timezone.now()
     claim = dict(status=Analysis.Status.RUNNING, worker_id=worker_id, claim_token=token, heartbeat_at=now,
                  started_at=now, attempts=F("attempts") + 1)
-    queued = Analysis.objects.filter(status=Analysis.Status.QUEUED).order_by("created_at", "id")
+    queued = queued.order_by("created_at", "id")
     if connection.features.has_select_for_update_skip_locked:
         with transaction.atomic():
             ids = list(queued.select_for_update(skip_locked=True).values_list("pk", flat=True)[:limit])
+            if not ids:
+                return []
             Analysis.objects.filter(pk__in=ids).update(**claim)
     else:
         # SQLite has no row locks: the conditional UPDATE is atomic, so a row another worker took first is skipped.
         ids = list(queued.values_list("pk", flat=True)[:limit])
+        if not ids:
+            return []
         Analysis.objects.filter(pk__in=ids, status=Analysis.Status.QUEUED).update(**claim)
     return list(Analysis.objects.filter(claim_token=token).order_by("created_at", "id"))
 
@@ -172,18 +221,34 @@ def heartbeat(*, analyses: list[Analysis]) -> int:
         heartbeat_at=timezone.now())
 
 
+def interrupted_message(attempts: int) -> str:
+    return (f"The analysis was interrupted {attempts} times (the inference worker stopped while it worked on this "
+            "photo), so it was given up. Please try again later, or with another photo.")
+
+
 def requeue_stale(*, timeout_s: float) -> int:
     """Give the jobs of workers silent for `timeout_s` back to the queue (or fail them after too many tries)."""
     cutoff = timezone.now() - timedelta(seconds=timeout_s)
     stale = Analysis.objects.filter(status=Analysis.Status.RUNNING, heartbeat_at__lt=cutoff)
+    return _requeue(list(stale), why="silent")
+
+
+def requeue_jobs_of(*, worker_id: str) -> int:
+    """Give back the running jobs of a worker known to be dead (the embedded worker's supervisor saw it exit), at
+    once rather than after the heartbeat timeout; a job interrupted WORKER_MAX_ATTEMPTS times fails instead."""
+    return _requeue(list(Analysis.objects.filter(status=Analysis.Status.RUNNING, worker_id=worker_id)), why="dead")
+
+
+def _requeue(analyses: list[Analysis], *, why: str) -> int:
     count = 0
-    for analysis in stale:
+    for analysis in analyses:
         if analysis.attempts >= settings.WORKER_MAX_ATTEMPTS:
             try:
-                _fail(analysis, "The analysis was interrupted several times and was stopped. Please upload the "
-                                "photo again.", expected_token=analysis.claim_token)
+                _fail(analysis, interrupted_message(analysis.attempts), expected_token=analysis.claim_token)
             except AnalysisGone:
                 continue
+            logger.error("analysis %s failed: interrupted %d times (last by %s worker %s)", analysis.pk,
+                         analysis.attempts, why, analysis.worker_id)
         else:
             # The next worker streams the analysis from the start; the interrupted run's events go, so that the
             # stored result is one complete run. A page that saw some of them already skips their repeats by seq.
@@ -193,7 +258,7 @@ def requeue_stale(*, timeout_s: float) -> int:
                 result={**(analysis.result or {}), "events": []})
             if not updated:
                 continue
-            logger.warning("re-queued analysis %s of silent worker %s", analysis.pk, analysis.worker_id)
+            logger.warning("re-queued analysis %s of %s worker %s", analysis.pk, why, analysis.worker_id)
         count += 1
     if count:
         analysis_created.set()
@@ -229,21 +294,37 @@ def run_analyses(*, analyses: list[Analysis]) -> None:
         except OSError:
             _fail_quietly(analysis, "The stored photo is missing. Please upload it again.")
             continue
+        except Exception:  # noqa: BLE001 - out of memory, say: this photo fails, the batch goes on
+            logger.exception("analysis %s: the stored photo could not be read", analysis.pk)
+            _fail_quietly(analysis, "The stored photo could not be read. Please upload it again.")
+            continue
         ready.append(analysis)
         read_ms.append((time.perf_counter() - start) * 1000)
     if not ready:
         return
+    cam_cells = max(0, settings.UPLOAD_CELL_CAMS)
     start = time.perf_counter()
     # Maps only from a model that has them; the cam event says so for one that has none.
-    cell_cams = max(0, settings.UPLOAD_CELL_CAMS) if engine.offers(ActivationMaps) else 0
-    predictions = engine.predict_many(sources, cam=engine.offers_maps, cam_cells=cell_cams)
+    if not engine.offers(ActivationMaps):
+        cam_cells = 0
+    predictions = engine.predict_many(sources, cam=engine.offers_maps, cam_cells=cam_cells)
     batch_ms = (time.perf_counter() - start) * 1000
-    for analysis, source, prediction, read in zip(ready, sources, predictions, read_ms):
+    batch_sizes = [len(ready)] * len(ready)
+    if len(ready) > 1:
+        # The engine fails a whole batch when any part of it fails (out of memory, say): each failed photo is run
+        # again on its own, so that only a photo that fails by itself ends failed.
+        for i, prediction in enumerate(predictions):
+            if isinstance(prediction, Exception):
+                logger.warning("analysis %s failed in a batch of %d (%s); running it alone", ready[i].pk,
+                               len(ready), prediction)
+                [predictions[i]] = engine.predict_many([sources[i]], cam=engine.offers_maps, cam_cells=cam_cells)
+                batch_sizes[i] = 1
+    for analysis, source, prediction, read, size in zip(ready, sources, predictions, read_ms, batch_sizes):
         if isinstance(prediction, Exception):
             logger.warning("analysis %s: the engine refused the photo: %s", analysis.pk, prediction)
             _fail_quietly(analysis, "The model could not analyse this photo. Please try another one.")
             continue
-        timings = {"read_ms": read, "batch_ms": batch_ms, "batch_size": len(ready)}
+        timings = {"read_ms": read, "batch_ms": batch_ms, "batch_size": size}
         try:
             _stream(analysis, prediction, photo=source, model=model, timings=timings)
         except AnalysisGone:
@@ -287,7 +368,8 @@ def _stream(analysis: Analysis, prediction, *, photo, model, timings: dict) -> N
     _emit(analysis, limiter.partitions_event())
     _emit(analysis, limiter.heatmap_event())
     estimate = _emit(analysis, {**limiter.estimate_event(), "coarsening_reason": reason})
-    _emit(analysis, _cam_event(analysis, photo, prediction, level=level, partitionings=list(model.partitionings)))
+    _emit(analysis, _cam_event(analysis, photo, prediction, level=level, partitionings=list(model.partitionings),
+                               answer_cell=limiter.answer_cell(), answer_label=estimate["label"]))
     timings = {**timings, **{f"model_{k}": v for k, v in prediction.timings_ms.items()},
                "events_ms": (time.perf_counter() - start) * 1000}
     created = analysis.created_at
@@ -297,6 +379,7 @@ def _stream(analysis: Analysis, prediction, *, photo, model, timings: dict) -> N
     timings["total_ms"] = (now - created).total_seconds() * 1000
     summary = {"lat": estimate["lat"], "lon": estimate["lon"], "label": estimate["label"],
                "confidence": estimate["confidence"], "radius_km": estimate["radius_km"],
+               "decimals": estimate.get("decimals", 3), "confidence_of": estimate.get("confidence_of", ""),
                "concept": prediction.scene.concept, "model_name": prediction.model_name,
                "untrained": bool(prediction.untrained), "granularity": level, "coarsening_reason": reason}
     _discard_photo(analysis)
@@ -344,12 +427,15 @@ def _fail_quietly(analysis: Analysis, message: str) -> None:
         pass
 
 
-def _cam_event(analysis: Analysis, photo, prediction, *, level: str, partitionings: list) -> dict:
+def _cam_event(analysis: Analysis, photo, prediction, *, level: str, partitionings: list, answer_cell=None,
+               answer_label: str = "") -> dict:
     """Store the activation maps this user may see and build the `cam` event that links them.
 
-    The overall map is of the estimate's fine cell only at fine level; a limited answer gets the map of the most
-    probable coarse cell instead. Per-cell maps exist for the top cells of the partitionings the limiter exposes:
-    all of them (and the hierarchy) at fine level, the coarse one at region level, none at country level.
+    The overall map is of the estimate's fine cell only at fine level; a limited answer gets the map of the coarse
+    cell it stands for (`Limiter.answer_cell`: the estimated cell at region level, the most probable cell inside
+    the estimated country at country level), so that the caption and the estimate name the same place. Per-cell maps
+    exist for the top cells of the partitionings the limiter exposes: all of them (and the hierarchy) at fine level,
+    the coarse one at region level, none at country level.
     """
     names = [p.name for p in partitionings]
     coarse, finest = names[0], names[-1]
@@ -361,19 +447,47 @@ def _cam_event(analysis: Analysis, photo, prediction, *, level: str, partitionin
             key = (finest if layer == HIERARCHY else layer, cell.class_index)
             if key in prediction.cell_cams:
                 exposed.append((layer, cell.token, key))
-    top_coarse = next(iter(prediction.top_cells.get(coarse, [])), None)
+    message = None
     if prediction.cam_kind == ATTENTION_MAP:
         # One map of the photo, the same whatever the cell: it shows no location, so every level gets it.
         overall, caption = prediction.cam, "the model's attention, the same for every cell"
     elif level == FINE:
         overall, caption = prediction.cam, "the estimate's cell"
     else:
-        overall = prediction.cell_cams.get((coarse, top_coarse.class_index)) if top_coarse else None
-        caption = f"the most probable {coarse} cell {top_coarse.token}" if level == REGION and top_coarse else \
-            "the most probable region"
+        overall = prediction.cell_cams.get((coarse, answer_cell.class_index)) if answer_cell else None
+        if overall is None and answer_cell is not None and prediction.cell_cams:
+            # The answer's cell is not among the top cells the engine made maps for (at country level the country
+            # with the most probability need not hold the single most probable cells): make its map now.
+            overall = _map_of_cell(photo, prediction, coarse, answer_cell.class_index)
+        if level == REGION and answer_cell:
+            caption = f"the estimated {coarse} cell {answer_cell.token} ({answer_label})"
+        else:
+            caption = f"the most probable area in {answer_label}" if answer_label else "the most probable area"
+        if overall is None and prediction.cell_cams:
+            message = (f"No activation map for {answer_label or 'the estimate'}: maps are made for the model's "
+                       f"{count} most probable cells, and none of them lies there.")
     url = _store_cam(analysis, photo, overall)
     cells = _store_cell_cams(analysis, photo, prediction, exposed)
-    return events.cam_event(url, cells=cells, caption=caption if url else None)
+    return events.cam_event(url, cells=cells, caption=caption if url else None, message=message)
+
+
+def _map_of_cell(photo, prediction, partitioning: str, class_index: int):
+    """The activation map of one cell for a photo the engine has already answered (one more pass of the answering
+    network's convolutional body over the photo's crops); None if it cannot be made."""
+    from predictor.inference import get_engine, get_model
+    from predictor.ml.prediction import S3_CONCEPTS
+    from predictor.ml.preprocess import prepare_pil
+
+    try:
+        engine, model = get_engine(), get_model()
+        image = images.open_stored(photo) if isinstance(photo, bytes) else photo
+        crops, _, geometry = prepare_pil(image, model.crops)
+        [cam] = engine.activation_maps(crops, concept=S3_CONCEPTS.index(prediction.scene.concept),
+                                       cells=[(partitioning, class_index)], geometry=geometry)
+        return cam
+    except Exception:  # noqa: BLE001 - the page then says there is no map for the answer
+        logger.exception("could not make the activation map of %s cell %d", partitioning, class_index)
+        return None
 
 
 def _overlay_png(photo, cam) -> bytes:

@@ -12,6 +12,7 @@ from django.views.decorators.gzip import gzip_page
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from core.ratelimit import client_ip, limit_by_ip
+from core.redirects import safe_next
 from core import images
 from predictor import explorer, places, policy, selectors, services
 
@@ -42,10 +43,14 @@ def _wants_json(request) -> bool:
     return "application/json" in request.headers.get("accept", "")
 
 
-def _upload_error(request, message: str, status: int):
+def _upload_error(request, message: str, status: int, *, retry_after_s: int | None = None):
     if _wants_json(request):
-        return JsonResponse({"error": message}, status=status)
-    return render(request, "predictor/analyze.html", _upload_context(request, error=message), status=status)
+        response = JsonResponse({"error": message}, status=status)
+    else:
+        response = render(request, "predictor/analyze.html", _upload_context(request, error=message), status=status)
+    if retry_after_s:
+        response["Retry-After"] = str(retry_after_s)
+    return response
 
 
 def _upload_context(request, **extra) -> dict:
@@ -68,10 +73,7 @@ def terms(request):
             return redirect(f"{reverse('login')}?next={reverse('terms')}")
         if request.POST.get("accept") == "yes":
             policy.accept_terms(request.user)
-            target = request.POST.get("next") or ""
-            if not target.startswith("/") or target.startswith("//"):
-                target = reverse("analyze")
-            return redirect(target)
+            return redirect(safe_next(request, request.POST.get("next"), default="analyze"))
         error = "Please tick the box to accept the terms."
     return render(request, "predictor/terms.html", {
         "accepted": accepted, "error": error, "next": request.GET.get("next", ""),
@@ -106,7 +108,8 @@ def analyze(request):
                                             keep_photo=request.POST.get("keep_photo") in ("on", "yes", "1"),
                                             client_ip=_ip_or_none(request))
     except (images.RejectedImage, services.UploadRefused) as refusal:
-        return _upload_error(request, refusal.message, refusal.status)
+        return _upload_error(request, refusal.message, refusal.status,
+                             retry_after_s=getattr(refusal, "retry_after_s", None))
     url = reverse("analysis", args=[analysis.pk])
     if _wants_json(request):
         return JsonResponse({"id": analysis.pk, "url": url}, status=201)

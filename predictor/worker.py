@@ -1,7 +1,9 @@
 """The inference worker loop: claim queued analyses in batches, run them, heartbeat, re-queue dead workers' jobs.
 
-The same loop runs standalone (`manage.py run_worker`, one process per GPU in scale-out) or, embedded, in a daemon
-thread of the web process (`start_embedded_worker`, the default without Redis).
+The same loop runs standalone (`manage.py run_worker`, one process per GPU in scale-out) or, embedded, in a child
+process of the web server (`start_embedded_worker`, the default without Redis; see predictor/embedded_worker.py), so
+that a worker that dies or runs out of memory never takes the site down. Both cap their address space
+(`apply_memory_limit`).
 """
 from __future__ import annotations
 
@@ -11,11 +13,15 @@ import socket
 import threading
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import close_old_connections, connection
 
 from predictor import services
+
+if TYPE_CHECKING:
+    from predictor.embedded_worker import EmbeddedWorker
 
 logger = logging.getLogger(__name__)
 
@@ -103,41 +109,81 @@ class Worker:
         self.wake.set()
 
 
+def apply_memory_limit(*, limit_mb: int | None = None) -> str:
+    """Cap this process's address space at settings.WORKER_MEMORY_LIMIT_MB (RLIMIT_AS) and make it the kernel's
+    first choice when memory runs out; returns what was done, for the log.
+
+    Under the cap an allocation that would exceed it fails as an exception (torch: "can't allocate memory"), which
+    fails the batch in hand (retried photo by photo), instead of the kernel killing a process. A CUDA worker is not
+    capped: the CUDA driver reserves virtual address space far beyond the machine's memory and cannot start under
+    such a limit.
+    """
+    import resource
+
+    limit_mb = settings.WORKER_MEMORY_LIMIT_MB if limit_mb is None else limit_mb
+    try:
+        with open("/proc/self/oom_score_adj", "w") as handle:
+            handle.write("500\n")  # raising one's own score needs no privilege
+    except OSError:
+        pass
+    if limit_mb <= 0:
+        return "no address-space limit (WORKER_MEMORY_LIMIT_MB is 0)"
+    from predictor.inference import inference_device
+
+    device = inference_device()
+    if device.startswith("cuda"):
+        return f"no address-space limit on {device} (CUDA reserves more address space than any useful cap)"
+    limit = int(limit_mb) * 2**20
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    return f"address space limited to {limit // 2**20} MB"
+
+
+# The embedded worker of this process: a supervisor (predictor.embedded_worker.EmbeddedWorker) that runs the loop
+# above in a child process. A forked server process starts its own.
 _embedded_lock = threading.Lock()
-_embedded: dict = {"pid": None, "worker": None, "thread": None}
+_embedded: dict = {"pid": None, "worker": None}
 
 
-def start_embedded_worker() -> Worker | None:
-    """Start the worker thread of this process once (a forked child starts its own), if settings ask for it."""
+def start_embedded_worker() -> EmbeddedWorker | None:
+    """Start this process's embedded worker once, if settings ask for it; returns its supervisor (or None)."""
     if not settings.EMBEDDED_WORKER:
         return None
+    from predictor.embedded_worker import EmbeddedWorker
+
     with _embedded_lock:
-        if _embedded["pid"] == os.getpid() and _embedded["thread"] is not None and _embedded["thread"].is_alive():
-            return _embedded["worker"]
-        worker = Worker(worker_id=new_worker_id("embedded"))
-        thread = threading.Thread(target=worker.run_forever, name="embedded-inference-worker", daemon=True)
-        _embedded.update(pid=os.getpid(), worker=worker, thread=thread)
-        thread.start()
-        return worker
+        current = _embedded["worker"]
+        if _embedded["pid"] == os.getpid() and current is not None and current.running:
+            return current
+        supervisor = EmbeddedWorker()
+        _embedded.update(pid=os.getpid(), worker=supervisor)
+        supervisor.start()
+        return supervisor
 
 
 def stop_embedded_worker(timeout_s: float = 30) -> None:
     """Stop this process's embedded worker, if one runs (tests that drive the worker themselves)."""
     with _embedded_lock:
-        worker, thread = _embedded["worker"], _embedded["thread"]
-        if _embedded["pid"] != os.getpid() or worker is None:
+        supervisor = _embedded["worker"]
+        if _embedded["pid"] != os.getpid() or supervisor is None:
             return
-        _embedded.update(pid=None, worker=None, thread=None)
-    worker.stop()
-    if thread is not None:
-        thread.join(timeout=timeout_s)
+        _embedded.update(pid=None, worker=None)
+    supervisor.stop(timeout_s=timeout_s)
+
+
+def embedded_status() -> dict | None:
+    """The embedded worker of this process as /healthz shows it to staff (pid, alive, restarts, last exit)."""
+    supervisor = _embedded["worker"] if _embedded["pid"] == os.getpid() else None
+    return supervisor.status() if supervisor is not None else None
 
 
 def with_embedded_worker(application):
     """Wrap the ASGI app so that its first request in a process starts that process's embedded worker.
 
     Starting on first use rather than at import keeps a process that merely imports the app (a test run, a
-    management command) from running jobs, and a forked server gets a thread of its own.
+    management command) from running jobs, and a forked server gets a worker of its own.
     """
     async def app(scope, receive, send):
         if _embedded["pid"] != os.getpid():

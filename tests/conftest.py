@@ -54,11 +54,13 @@ def _isolated_media(settings, tmp_path):
 
 @pytest.fixture(autouse=True)
 def _fresh_rate_limits():
-    """Rate-limit counters live in the cache: each test starts with none, so uploads in one test do not count
-    against the next."""
-    from django.core.cache import cache
+    """Rate-limit counters live in a cache (files under the data folder embedded, Redis in scale-out): each test
+    starts with none, so uploads in one test do not count against the next."""
+    from django.conf import settings
+    from django.core.cache import caches
 
-    cache.clear()
+    for alias in settings.CACHES:
+        caches[alias].clear()
     yield
 
 

@@ -58,7 +58,8 @@ async def test_a_player_starts_a_game_through_the_asgi_app_with_session_and_csrf
 async def test_the_async_health_view_is_served():
     response = await _request(application, "GET", "/healthz")
     body = json.loads(response["body"])
-    assert response["status"] == 200 and body["database"]["ok"] and body["channel_layer"]["ok"]
+    # The test scope names no client address: an anonymous caller from elsewhere gets the verdict only.
+    assert response["status"] == 200 and body == {"status": "ok"}
 
 
 async def test_consecutive_requests_reuse_one_database_connection(settings):

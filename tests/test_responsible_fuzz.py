@@ -1,5 +1,5 @@
-"""Fuzzing the image door and the upload endpoint (hypothesis): random and mutated JPEG/PNG/WebP/GIF/BMP bytes and
-headers that claim huge sizes. Whatever arrives: a clear refusal or an accepted photo, never a server error, never
+"""Fuzzing the image door and the upload endpoint (hypothesis): random and mutated JPEG/PNG/WebP/GIF/BMP bytes,
+headers that claim huge sizes, and photos of any shape from 1 x N to N x 1 with any EXIF orientation. Whatever arrives: a clear refusal or an accepted photo, never a server error, never
 a hang, never a file left behind by a refusal. benchmarks/fuzz_upload.py runs the same idea over 10,000 inputs."""
 from __future__ import annotations
 
@@ -108,3 +108,37 @@ def test_the_upload_endpoint_never_errors_and_leaves_nothing_on_refusal(client, 
             analysis.delete()
         UploadAudit.objects.all().delete()
     assert _files(media) == []
+
+
+def _shaped(width: int, height: int, fmt: str, mode: str, orientation: int) -> bytes:
+    image = Image.new(mode, (width, height), 120 if mode in ("L", "P") else (90, 140, 200, 255)[:len(mode)])
+    kwargs = {}
+    if fmt in ("JPEG", "WEBP"):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        kwargs["exif"] = exif.tobytes()
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+side = st.one_of(st.integers(1, 16), st.integers(1, 3000), st.sampled_from([1, 2, 205, 2048, 4096, 16383]))
+# At most 4 MP, so that drawing the example costs little; the door's pixel limit is tested on its own.
+sizes = st.tuples(side, side).filter(lambda size: size[0] * size[1] <= 4_000_000)
+shaped = st.builds(lambda size, fmt, mode, orientation: _shaped(*size, fmt, mode, orientation), sizes,
+                   st.sampled_from(["JPEG", "PNG", "WEBP"]), st.sampled_from(["RGB", "L"]), st.integers(1, 8))
+
+
+@hsettings(max_examples=100, deadline=10_000, suppress_health_check=[HealthCheck.too_slow])
+@given(shaped)
+def test_any_shape_is_refused_for_its_ratio_or_stored_within_bounds(data):
+    width, height = Image.open(io.BytesIO(data)).size
+    try:
+        clean = images.clean_upload(data, max_bytes=5_000_000, max_pixels=40_000_000, max_aspect=10)
+    except images.RejectedImage as refusal:
+        assert refusal.status == 400 and "times longer than it is wide" in refusal.message, refusal.message
+        assert max(width, height) > 10 * min(width, height)
+        return
+    assert max(width, height) <= 10 * min(width, height)
+    assert max(clean.width, clean.height) <= 2048
+    assert max(clean.width, clean.height) <= 10 * min(clean.width, clean.height) + 10  # rounding of a shrunk side

@@ -104,9 +104,12 @@ def test_region_level_links_maps_of_the_top_coarse_cells_only(tiny_model, user, 
     maps = [fetch(client, url) for url in cam["cells"]["coarse"].values()]
     assert all(Image.open(io.BytesIO(png)).format == "PNG" for png in maps)
     assert len(set(maps)) == len(maps)  # one map per cell, not the same picture four times
-    # The overall map is no longer the fine estimate's: it is the most probable coarse cell's, and says so.
+    # The overall map is no longer the fine estimate's: it is the most probable coarse cell's, which is also the
+    # estimate shown, and the caption names that cell and place.
     assert fetch(client, cam["url"]) == fetch(client, cam["cells"]["coarse"][coarse_shown[0]])
-    assert cam["caption"] == f"the most probable coarse cell {coarse_shown[0]}"
+    estimate = event(analysis, "estimate")
+    assert estimate["candidates"][0]["token"] == coarse_shown[0]
+    assert cam["caption"] == f"the estimated coarse cell {coarse_shown[0]} ({estimate['label']})"
 
 
 @pytest.mark.django_db
@@ -115,7 +118,10 @@ def test_country_level_links_no_cell_maps(tiny_model, user, settings):
     analysis = analysed(user)
     cam = event(analysis, "cam")
     assert cam["cells"] == {} and services.cell_cam_files(analysis) == []
-    assert cam["url"] and "cell" not in cam["caption"]  # the overall map names no cell
+    # The map of the most probable cell inside the estimated country (made for it if it is not among the top
+    # cells with maps); the caption names the country, no cell.
+    estimate = event(analysis, "estimate")
+    assert cam["url"] and cam["caption"] == f"the most probable area in {estimate['label']}"
     client = Client()
     client.force_login(user)
     assert client.get(reverse("analysis-cell-cam", args=[analysis.pk, 0])).status_code == 404

@@ -1,5 +1,5 @@
 """The inference worker: each job is claimed by one worker and run once, dead workers' jobs come back, the loop
-stops cleanly, and the embedded worker is one thread per process woken by new uploads."""
+stops cleanly, and the embedded worker is one per server process, woken by new uploads."""
 from __future__ import annotations
 
 import threading
@@ -184,30 +184,37 @@ def test_creating_an_analysis_wakes_the_embedded_worker(user, django_capture_on_
     assert services.analysis_created.is_set()
 
 
-def test_embedded_worker_is_one_thread_per_process(settings, monkeypatch):
+def test_embedded_worker_is_one_per_process(settings, monkeypatch):
+    """One supervisor (and so one worker process) per server process; a forked server process starts its own. The
+    supervisor itself is tested with real child processes in tests/test_embedded_worker.py."""
+    from predictor import embedded_worker
+
     settings.EMBEDDED_WORKER = True
     started = []
 
-    class Idle(worker.Worker):
-        def run_forever(self):
-            started.append(self)
-            self.stopping.wait(30)
+    class Supervisor:
+        running = True
 
-    monkeypatch.setattr(worker, "Worker", Idle)
-    monkeypatch.setattr(worker, "_embedded", {"pid": None, "worker": None, "thread": None})
-    try:
-        first = worker.start_embedded_worker()
-        assert worker.start_embedded_worker() is first
-        monkeypatch.setattr(worker.os, "getpid", lambda: -12345)  # as seen from a forked child
-        child = worker.start_embedded_worker()
-        assert child is not first and worker._embedded["pid"] == -12345
-    finally:
-        for each in started + [w for w in (locals().get("first"), locals().get("child")) if w]:
-            each.stop()
+        def start(self):
+            started.append(self)
+            return self
+
+        def stop(self, timeout_s):
+            self.running = False
+
+    monkeypatch.setattr(embedded_worker, "EmbeddedWorker", Supervisor)
+    monkeypatch.setattr(worker, "_embedded", {"pid": None, "worker": None})
+    first = worker.start_embedded_worker()
+    assert worker.start_embedded_worker() is first and started == [first]
+    monkeypatch.setattr(worker.os, "getpid", lambda: -12345)  # as seen from a forked child
+    child = worker.start_embedded_worker()
+    assert child is not first and worker._embedded["pid"] == -12345 and len(started) == 2
+    worker.stop_embedded_worker()
+    assert child.running is False and worker._embedded["worker"] is None
 
 
 def test_embedded_worker_is_off_when_settings_say_so(settings, monkeypatch):
-    monkeypatch.setattr(worker, "_embedded", {"pid": None, "worker": None, "thread": None})
+    monkeypatch.setattr(worker, "_embedded", {"pid": None, "worker": None})
     settings.EMBEDDED_WORKER = False
     assert worker.start_embedded_worker() is None
-    assert worker._embedded["thread"] is None
+    assert worker._embedded["worker"] is None

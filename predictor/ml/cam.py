@@ -1,8 +1,9 @@
 """Class activation maps: where in the photo the evidence for a predicted cell lies.
 
 CAM = sum_k w_k * A_k over the last convolutional activations A of each crop, with w the head's weight vector of
-the predicted class (bias ignored). Each crop's map is upsampled to the crop, pasted at the crop's offset in the
-resized photo, averaged where crops overlap, and min-max normalised to 0..1.
+the predicted class (bias ignored). Each crop's map is upsampled to the crop's place on a grid with the resized
+photo's aspect ratio (the resized photo itself, up to CAM_MAX_SIDE pixels on its longer side), averaged where crops
+overlap, and min-max normalised to 0..1. The grid never grows with the photo: a map is at most CAM_MAX_SIDE^2 floats.
 """
 from __future__ import annotations
 
@@ -21,26 +22,42 @@ def crop_activation_maps(features: torch.Tensor, weights: torch.Tensor) -> torch
     return torch.einsum("kchw,c->khw", features.float(), weights.float().to(features.device))
 
 
+# Longer side of the grid a map is computed on. The overlays the app stores are at most 512 pixels
+# (core.images.OVERLAY_MAX_SIDE), so a finer grid would show nothing more.
+CAM_MAX_SIDE = 512
+
+
+def cam_grid(geometry: CropGeometry) -> tuple[int, int, float]:
+    """(height, width, scale) of the grid a photo's maps are computed on: the resized photo, shrunk by `scale` so
+    that its longer side is at most CAM_MAX_SIDE; each side at least one cell."""
+    scale = min(1.0, CAM_MAX_SIDE / max(geometry.resized_width, geometry.resized_height))
+    return (max(1, round(geometry.resized_height * scale)), max(1, round(geometry.resized_width * scale)), scale)
+
+
 def class_activation_map(features: torch.Tensor, weights: torch.Tensor, geometry: CropGeometry) -> np.ndarray:
-    """The photo's CAM at the resized photo's resolution, float32 in 0..1, shape [resized_h, resized_w]."""
+    """The photo's CAM on its grid (`cam_grid`: the resized photo's resolution up to CAM_MAX_SIDE), float32 in
+    0..1, shape [grid_h, grid_w]."""
     return class_activation_maps(features, weights[None], geometry)[0]
 
 
 def class_activation_maps(features: torch.Tensor, weights: torch.Tensor, geometry: CropGeometry) -> np.ndarray:
-    """CAMs of several classes from one photo's activations: [k, C, h, w] and [n, C] -> [n, resized_h, resized_w].
+    """CAMs of several classes from one photo's activations: [k, C, h, w] and [n, C] -> [n, grid_h, grid_w].
 
     The activations are computed once per photo, so each further class costs one weighted sum and one upsampling.
     """
-    maps = torch.einsum("kchw,nc->nkhw", features.float(), weights.float().to(features.device))
-    n, k = maps.shape[:2]
-    size = geometry.size
-    upsampled = F.interpolate(maps.reshape(n * k, 1, *maps.shape[2:]), size=(size, size), mode="bilinear",
-                              align_corners=False).reshape(n, k, size, size).cpu()
-    canvas = torch.zeros((n, geometry.resized_height, geometry.resized_width), dtype=torch.float32)
-    count = torch.zeros((geometry.resized_height, geometry.resized_width), dtype=torch.float32)
+    maps = torch.einsum("kchw,nc->nkhw", features.float(), weights.float().to(features.device)).cpu()
+    n = maps.shape[0]
+    height, width, scale = cam_grid(geometry)
+    canvas = torch.zeros((n, height, width), dtype=torch.float32)
+    count = torch.zeros((height, width), dtype=torch.float32)
     for crop, (left, top) in enumerate(geometry.offsets):
-        canvas[:, top:top + size, left:left + size] += upsampled[:, crop]
-        count[top:top + size, left:left + size] += 1
+        # The crop's place on the grid, to whole cells (at least one); at scale 1 exactly the crop's pixels.
+        x0, y0 = min(width - 1, int(left * scale)), min(height - 1, int(top * scale))
+        x1 = max(x0 + 1, min(width, round((left + geometry.size) * scale)))
+        y1 = max(y0 + 1, min(height, round((top + geometry.size) * scale)))
+        canvas[:, y0:y1, x0:x1] += F.interpolate(maps[:, crop:crop + 1], size=(y1 - y0, x1 - x0), mode="bilinear",
+                                                 align_corners=False)[:, 0]
+        count[y0:y1, x0:x1] += 1
     covered = count > 0
     canvas[:, covered] /= count[covered]
     if covered.any():

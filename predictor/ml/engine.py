@@ -412,6 +412,13 @@ class InferenceEngine:
             return None
         return self._run_padded
 
+    def activation_maps(self, crops: torch.Tensor, *, concept: int, cells: list[tuple[str, int]],
+                        geometry: CropGeometry) -> list:
+        """Maps of chosen cells for one photo's crops, outside a batch: for a cell the batch made no map of."""
+        self._check_maps(cam=False, cam_cells=1)
+        with torch.inference_mode(), self._autocast():
+            return self.model.activation_maps(crops.to(self.device), concept=concept, cells=cells, geometry=geometry)
+
     # --- results ----------------------------------------------------------------------------------------------
 
     def _add_maps(self, prediction: Prediction, crops: torch.Tensor, concept: int, fine_class: int | None,

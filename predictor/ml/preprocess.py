@@ -163,14 +163,32 @@ def _to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1)  # uint8 [3, H, W]
 
 
+# The resized photo (shorter side -> `resize`) is made in one piece while its longer side is at most this many
+# times its shorter side (every photo up to 4:1). A longer strip has each crop resampled straight from its box in the
+# photo, so no buffer grows with the photo's longer side (a 2048 x 1 strip would otherwise resize to 524,288 x 256).
+MAX_RESIZED_ASPECT = 4
+
+
+def _in_one_piece(geometry: CropGeometry) -> bool:
+    long_side, short_side = max(geometry.resized_width, geometry.resized_height), \
+        min(geometry.resized_width, geometry.resized_height)
+    return long_side <= MAX_RESIZED_ASPECT * short_side
+
+
 def prepare_pil(image: Image.Image, spec: CropSpec) -> tuple[torch.Tensor, torch.Tensor, CropGeometry]:
     """(crops [k, 3, s, s], scene input [3, S, S]) normalised float32, and the crop geometry."""
     geometry = crop_geometry(image.width, image.height, spec)
-    resized = _to_tensor(image.resize((geometry.resized_width, geometry.resized_height), Image.BILINEAR,
-                                      reducing_gap=3.0))
+    s = spec.size
+    if _in_one_piece(geometry):
+        resized = _to_tensor(image.resize((geometry.resized_width, geometry.resized_height), Image.BILINEAR,
+                                          reducing_gap=3.0))
+        crops = torch.stack([resized[:, top:top + s, left:left + s] for left, top in geometry.offsets])
+    else:
+        sx, sy = image.width / geometry.resized_width, image.height / geometry.resized_height
+        crops = torch.stack([_to_tensor(image.resize((s, s), Image.BILINEAR,
+                                                     box=(left * sx, top * sy, (left + s) * sx, (top + s) * sy)))
+                             for left, top in geometry.offsets])
     scene = _to_tensor(image.resize((spec.scene_size, spec.scene_size), Image.BILINEAR, reducing_gap=3.0))
-    crops = torch.stack([resized[:, top:top + spec.size, left:left + spec.size]
-                         for left, top in geometry.offsets])
     crops = _normalise(crops.float().div_(255.0))
     scene = _normalise(scene.float().div_(255.0)[None])[0]
     return crops, scene, geometry
@@ -182,13 +200,24 @@ def prepare_tensor(image: torch.Tensor, spec: CropSpec) -> tuple[torch.Tensor, t
         image = image.expand(3, -1, -1)
     _, h, w = image.shape
     geometry = crop_geometry(w, h, spec)
+    s = spec.size
     x = image[None].float().div_(255.0)
-    resized = F.interpolate(x, size=(geometry.resized_height, geometry.resized_width), mode="bilinear",
-                            antialias=True, align_corners=False)[0]
+    if _in_one_piece(geometry):
+        resized = F.interpolate(x, size=(geometry.resized_height, geometry.resized_width), mode="bilinear",
+                                antialias=True, align_corners=False)[0]
+        crops = torch.stack([resized[:, top:top + s, left:left + s] for left, top in geometry.offsets])
+    else:
+        sx, sy = w / geometry.resized_width, h / geometry.resized_height
+        crops = []
+        for left, top in geometry.offsets:
+            # The crop's box in the photo, to whole pixels (at least one): at most half a photo pixel off.
+            x0, y0 = min(w - 1, int(left * sx)), min(h - 1, int(top * sy))
+            x1, y1 = max(x0 + 1, min(w, round((left + s) * sx))), max(y0 + 1, min(h, round((top + s) * sy)))
+            crops.append(F.interpolate(x[:, :, y0:y1, x0:x1], size=(s, s), mode="bilinear", antialias=True,
+                                       align_corners=False)[0])
+        crops = torch.stack(crops)
     scene = F.interpolate(x, size=(spec.scene_size, spec.scene_size), mode="bilinear", antialias=True,
                           align_corners=False)
-    crops = torch.stack([resized[:, top:top + spec.size, left:left + spec.size]
-                         for left, top in geometry.offsets])
     return _normalise(crops.clamp_(0, 1)), _normalise(scene.clamp_(0, 1))[0], geometry
 
 

@@ -29,6 +29,35 @@
   function text(node, value) { node.textContent = value; return node; }
   function el(tag, value, cls) { var node = document.createElement(tag); if (value !== undefined) { node.textContent = value; } if (cls) { node.className = cls; } return node; }
   function pct(p) { return (100 * p).toFixed(p < 0.001 ? 3 : 1) + " %"; }
+  // Coordinates with the precision they have: 0.1 degree at country level is "26.8", not "26.800".
+  function coords(lat, lon, decimals) {
+    var d = typeof decimals === "number" ? Math.min(decimals, 3) : 3;
+    return lat.toFixed(d) + ", " + lon.toFixed(d);
+  }
+
+  function showGranularity(level) {
+    if (!level) { return; }
+    text(byId("granularity-text"), level === "fine" ? "" : "Answer limited to " + level + " level.");
+  }
+
+  // The photo is deleted when the analysis ends (unless kept): a page opened mid-stream may ask for it too late.
+  // Then the notice takes its place, and the activation map is shown on its own, below it, never over it.
+  function photoGone() {
+    var photo = byId("photo");
+    if (!photo) { return; }
+    var notice = byId("photo-deleted-notice").content.firstElementChild.cloneNode(true);
+    photo.parentNode.replaceChild(notice, photo);
+    var overlay = byId("cam");
+    overlay.classList.remove("cam-overlay");
+    overlay.classList.add("cam-alone");
+    notice.parentNode.insertBefore(overlay, notice.nextSibling);
+  }
+  (function watchPhoto() {
+    var photo = byId("photo");
+    if (!photo) { return; }
+    photo.addEventListener("error", photoGone);
+    if (photo.complete && photo.naturalWidth === 0 && photo.getAttribute("src")) { photoGone(); }
+  })();
 
   function setStage(stage) {
     var index = STAGES.indexOf(stage);
@@ -65,6 +94,7 @@
     scene: function (event) {
       showUntrained(event.untrained, event.model_name);
       if (event.scene_untrained && !event.untrained) { byId("scene-untrained-banner").hidden = false; }
+      showGranularity(event.granularity);
       var bars = byId("s3-bars");
       bars.textContent = "";
       orderedKeys(event.s3).forEach(function (concept) {
@@ -84,19 +114,21 @@
     partitions: function (event) {
       var box = byId("partition-tables");
       box.textContent = "";
-      orderedKeys(event.partitionings).forEach(function (name) {
+      var names = orderedKeys(event.partitionings).filter(function (name) { return event.partitionings[name].length; });
+      // At country level no cells are sent: no "Top cells" heading over nothing.
+      byId("partitions").hidden = names.length === 0;
+      names.forEach(function (name) {
         var table = el("table", undefined, "cells");
         table.appendChild(el("caption", name));
         event.partitionings[name].forEach(function (cell) {
           var row = el("tr");
           row.appendChild(el("td", cell.token));
-          row.appendChild(el("td", cell.lat.toFixed(2) + ", " + cell.lon.toFixed(2)));
+          row.appendChild(el("td", coords(cell.lat, cell.lon, 2)));
           row.appendChild(el("td", pct(cell.probability), "num"));
           table.appendChild(row);
         });
         box.appendChild(table);
       });
-      byId("partitions").hidden = false;
     },
     heatmap: function (event) {
       Object.keys(cellLayers).forEach(function (name) { map.removeLayer(cellLayers[name]); });
@@ -128,13 +160,20 @@
           }), { radius: 25, blur: 20, maxZoom: 6 });
         }
       });
-      // Uploads limited to region or country level carry no middle, fine or hierarchy cells: offer only what came.
-      Array.prototype.forEach.call(document.querySelectorAll("#layer-toggles input[name=layer]"), function (input) {
-        input.parentNode.hidden = !groups[input.value];
-      });
+      // Uploads limited to region or country level carry no middle, fine or hierarchy cells: offer only what came,
+      // with the shown layer's radio checked, and no toggles at all when no cells came.
+      var radios = Array.prototype.slice.call(document.querySelectorAll("#layer-toggles input[name=layer]"));
+      radios.forEach(function (input) { input.parentNode.hidden = !groups[input.value]; });
+      if (!groups[layerName]) {
+        var first = radios.filter(function (input) { return groups[input.value]; })[0];
+        if (first) { layerName = first.value; }
+      }
+      radios.forEach(function (input) { input.checked = input.value === layerName; });
+      byId("layer-toggles").hidden = Object.keys(groups).length === 0;
       showLayer();
     },
     estimate: function (event) {
+      showGranularity(event.granularity);
       if (event.coarsening_reason) {
         text(byId("coarsening-note"), event.coarsening_reason);
         byId("coarsening-note").hidden = false;
@@ -147,14 +186,21 @@
       var list = byId("candidates");
       list.textContent = "";
       event.candidates.forEach(function (candidate, i) {
-        L.marker([candidate.lat, candidate.lon], { icon: GeoWeb.shapeIcon("diamond", "#f0b400", "Candidate " + (i + 1)),
-                                                   title: "Candidate " + (i + 1) })
-          .bindPopup((i + 1) + ". " + candidate.label + " — " + pct(candidate.probability)).addTo(estimateLayer);
-        list.appendChild(el("li", candidate.label + " (" + candidate.lat.toFixed(2) + ", " + candidate.lon.toFixed(2) + ") — " + pct(candidate.probability)));
+        var atEstimate = candidate.lat === event.lat && candidate.lon === event.lon;
+        // A limited answer's estimate is its first candidate: one marker (the estimate's) for that place.
+        if (!atEstimate) {
+          L.marker([candidate.lat, candidate.lon], { icon: GeoWeb.shapeIcon("diamond", "#f0b400", "Candidate " + (i + 1)),
+                                                     title: "Candidate " + (i + 1) })
+            .bindPopup((i + 1) + ". " + candidate.label + " — " + pct(candidate.probability)).addTo(estimateLayer);
+        }
+        list.appendChild(el("li", candidate.label + " (" + coords(candidate.lat, candidate.lon, event.decimals) + ") — " + pct(candidate.probability)));
       });
       text(byId("estimate-label"), event.label);
-      text(byId("estimate-coords"), event.lat.toFixed(3) + ", " + event.lon.toFixed(3));
+      text(byId("estimate-coords"), coords(event.lat, event.lon, event.decimals));
       text(byId("estimate-confidence"), pct(event.confidence));
+      // What the confidence and the circle are about: the answer shown, whatever its level.
+      text(byId("estimate-confidence-of"), event.confidence_of || "probability within 25 km");
+      text(byId("estimate-radius-of"), event.radius_of || "half of the probability");
       text(byId("estimate-radius"), Math.round(event.radius_km));
       byId("estimate").hidden = false;
       map.fitBounds(circle.getBounds(), { maxZoom: 6, padding: [20, 20] });
@@ -178,6 +224,7 @@
     var overlay = byId("cam");
     var toggle = byId("cam-toggle");
     overlay.src = url;
+    if (overlay.classList.contains("cam-alone")) { caption += " Shown on its own: the photo was deleted."; }
     text(byId("cam-caption"), caption);
     toggle.disabled = false;
     toggle.checked = true;

@@ -3,7 +3,7 @@ import signal
 
 from django.core.management.base import BaseCommand
 
-from predictor.worker import Worker, new_worker_id
+from predictor.worker import Worker, apply_memory_limit, new_worker_id
 
 
 class Command(BaseCommand):
@@ -19,6 +19,8 @@ class Command(BaseCommand):
             count = worker.run_once()
             self.stdout.write(f"ran {count} analyses")
             return
+        # A worker process of its own: capped like the embedded one (WORKER_MEMORY_LIMIT_MB).
+        self.stderr.write(apply_memory_limit())
 
         def stop(signum, frame):
             self.stderr.write("stopping after the batch in hand")
