@@ -50,3 +50,23 @@ def test_reading_the_login_page_does_not_count(client, settings):
     settings.RATE_LIMITS = {**settings.RATE_LIMITS, "login": (1, 300)}
     for _ in range(5):
         assert client.get(reverse("login")).status_code == 200
+
+
+@pytest.mark.parametrize("start", [0.5, 20.0, 59.5])
+def test_retry_after_is_the_first_second_a_new_event_is_let_through(monkeypatch, settings, start):
+    """Whenever a burst lands in the window, a client that waits exactly Retry-After seconds gets in, one that
+    comes a second earlier does not, and nobody is told to wait more than a window plus one event's share."""
+    from core import ratelimit
+
+    clock = {"now": 1_000_020.0 + start}  # 1,000,020 is a multiple of 60: `start` is the position in the window
+    monkeypatch.setattr(ratelimit.time, "time", lambda: clock["now"])
+    rule = ratelimit.RateLimit(5, 60)
+    key = f"test:retry:{start}"
+    assert all(ratelimit.hit(key, rule).allowed for _ in range(5))
+    refused = ratelimit.hit(key, rule)
+    assert not refused.allowed and 0 < refused.retry_after_s <= 60 + 60 // 5
+    began = clock["now"]
+    clock["now"] = began + refused.retry_after_s - 1
+    assert not ratelimit.hit(key, rule).allowed
+    clock["now"] = began + refused.retry_after_s
+    assert ratelimit.hit(key, rule).allowed
