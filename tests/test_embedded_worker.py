@@ -15,6 +15,7 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 
 from predictor import inference, registry, selectors, services, worker
+from predictor.services import streaming
 from predictor.models import Analysis
 from tests.conftest import make_jpeg
 from tests.test_upload_stream import ORDER, _no_playwright_loop, open_socket, receive_until  # noqa: F401
@@ -175,7 +176,7 @@ def test_jobs_of_a_dead_worker_are_given_back_at_once(user, settings):
     settings.WORKER_MAX_ATTEMPTS = 3
     jobs = queue(user, 2)
     claimed = services.claim_analyses(worker_id="embedded:host:1:abc", limit=8)
-    services._emit(claimed[0], {"type": "scene", "partial": True})
+    streaming._emit(claimed[0], {"type": "scene", "partial": True})
     assert services.requeue_jobs_of(worker_id="embedded:host:1:abc") == 2
     rows = list(Analysis.objects.filter(pk__in=[j.pk for j in jobs]))
     assert {a.status for a in rows} == {"queued"} and all(a.events == [] and a.worker_id == "" for a in rows)

@@ -1,0 +1,25 @@
+"""Upload analysis, the writing side, one module per concern:
+
+- `intake`: accept an upload (kill switch, daily quota), store its clean copy, queue the analysis;
+- `retention`: an analysis' stored files, discarded once it ends, deleted with it (the only way analyses go);
+- `queue`: claim queued analyses for a worker, heartbeat, re-queue the jobs of dead workers;
+- `streaming`: run claimed analyses through the engine, store and publish their events;
+- `cams`: the activation maps a user may see, stored as overlay PNGs.
+
+The public names are re-exported here, so callers write `services.create_analysis(...)`.
+"""
+from predictor.services.errors import AnalysisGone, UploadRefused
+from predictor.services.intake import create_analysis
+from predictor.services.queue import (
+    analysis_created, claim_analyses, heartbeat, interrupted_message, requeue_jobs_of, requeue_stale,
+)
+from predictor.services.retention import (
+    analysis_files, cell_cam_files, delete_account, delete_all_analyses, delete_analysis,
+)
+from predictor.services.streaming import run_analyses
+
+__all__ = [
+    "AnalysisGone", "UploadRefused", "analysis_created", "analysis_files", "cell_cam_files", "claim_analyses",
+    "create_analysis", "delete_account", "delete_all_analyses", "delete_analysis", "heartbeat",
+    "interrupted_message", "requeue_jobs_of", "requeue_stale", "run_analyses",
+]
