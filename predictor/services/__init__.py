@@ -4,12 +4,16 @@
 - `retention`: an analysis' stored files, discarded once it ends, deleted with it (the only way analyses go);
 - `queue`: claim queued analyses for a worker, heartbeat, re-queue the jobs of dead workers;
 - `streaming`: run claimed analyses through the engine, store and publish their events;
-- `cams`: the activation maps a user may see, stored as overlay PNGs.
+- `cams`: the activation maps a user may see, stored as overlay PNGs;
+- `jobs`: background jobs of other kinds (predictor/jobs.py), claimed and re-queued like analyses.
 
 The public names are re-exported here, so callers write `services.create_analysis(...)`.
 """
 from predictor.services.errors import AnalysisGone, UploadRefused
 from predictor.services.intake import create_analysis
+from predictor.services.jobs import (
+    claim_job, enqueue_job, heartbeat_jobs, requeue_background_jobs_of, requeue_stale_jobs, run_job, still_held,
+)
 from predictor.services.queue import (
     analysis_created, claim_analyses, heartbeat, interrupted_message, requeue_jobs_of, requeue_stale,
 )
@@ -20,6 +24,7 @@ from predictor.services.streaming import run_analyses
 
 __all__ = [
     "AnalysisGone", "UploadRefused", "analysis_created", "analysis_files", "cell_cam_files", "claim_analyses",
-    "create_analysis", "delete_account", "delete_all_analyses", "delete_analysis", "heartbeat",
-    "interrupted_message", "requeue_jobs_of", "requeue_stale", "run_analyses",
+    "claim_job", "create_analysis", "delete_account", "delete_all_analyses", "delete_analysis", "enqueue_job",
+    "heartbeat", "heartbeat_jobs", "interrupted_message", "requeue_background_jobs_of", "requeue_jobs_of",
+    "requeue_stale", "requeue_stale_jobs", "run_analyses", "run_job", "still_held",
 ]

@@ -17,7 +17,7 @@ from predictor.services.streaming import fail_analysis
 
 logger = logging.getLogger(__name__)
 
-# Set when an analysis is created, so that an embedded worker waiting in this process starts at once.
+# Set when an analysis (or a background job) is queued, so that a worker waiting in this process starts at once.
 analysis_created = threading.Event()
 
 
@@ -28,14 +28,17 @@ def claim_analyses(*, worker_id: str, limit: int) -> list[Analysis]:
     others: if its photo is what stopped the worker, it cannot take a batch of other people's photos with it again.
     """
     queued = Analysis.objects.filter(status=Analysis.Status.QUEUED)
-    claimed = _claim(queued.filter(attempts__gt=0), worker_id=worker_id, limit=1)
-    return claimed or _claim(queued.filter(attempts=0), worker_id=worker_id, limit=limit)
+    claimed = claim_rows(queued.filter(attempts__gt=0), worker_id=worker_id, limit=1)
+    return claimed or claim_rows(queued.filter(attempts=0), worker_id=worker_id, limit=limit)
 
 
-def _claim(queued, *, worker_id: str, limit: int) -> list[Analysis]:
+def claim_rows(queued, *, worker_id: str, limit: int) -> list:
+    """Claim up to `limit` rows of `queued` (analyses or background jobs: any model with the claim fields), oldest
+    first, each for one worker only."""
+    model = queued.model
     token = uuid.uuid4().hex
     now = timezone.now()
-    claim = dict(status=Analysis.Status.RUNNING, worker_id=worker_id, claim_token=token, heartbeat_at=now,
+    claim = dict(status=model.Status.RUNNING, worker_id=worker_id, claim_token=token, heartbeat_at=now,
                  started_at=now, attempts=F("attempts") + 1)
     queued = queued.order_by("created_at", "id")
     if connection.features.has_select_for_update_skip_locked:
@@ -43,14 +46,14 @@ def _claim(queued, *, worker_id: str, limit: int) -> list[Analysis]:
             ids = list(queued.select_for_update(skip_locked=True).values_list("pk", flat=True)[:limit])
             if not ids:
                 return []
-            Analysis.objects.filter(pk__in=ids).update(**claim)
+            model.objects.filter(pk__in=ids).update(**claim)
     else:
         # SQLite has no row locks: the conditional UPDATE is atomic, so a row another worker took first is skipped.
         ids = list(queued.values_list("pk", flat=True)[:limit])
         if not ids:
             return []
-        Analysis.objects.filter(pk__in=ids, status=Analysis.Status.QUEUED).update(**claim)
-    return list(Analysis.objects.filter(claim_token=token).order_by("created_at", "id"))
+        model.objects.filter(pk__in=ids, status=model.Status.QUEUED).update(**claim)
+    return list(model.objects.filter(claim_token=token).order_by("created_at", "id"))
 
 
 def heartbeat(*, analyses: list[Analysis]) -> int:
