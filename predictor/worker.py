@@ -74,7 +74,7 @@ class _JobContext:
 
     def between_batches(self) -> None:
         # Uploads that arrived meanwhile go first: a person waits on each, nobody on a recompute's next batch.
-        while self.worker.run_analyses_once():
+        while self.worker.takes_analyses and self.worker.run_analyses_once():
             pass
         if not services.still_held(job=self.job):
             raise jobs.JobLost(self.job.pk)
@@ -89,6 +89,7 @@ class Worker:
         self.wake = wake or services.analysis_created
         self.stopping = threading.Event()
         self.timeout_s = settings.WORKER_HEARTBEAT_TIMEOUT_S
+        self.takes_analyses = True  # off for a command line that runs only its own job (run_job_here)
 
     @property
     def heartbeat_interval_s(self) -> float:
@@ -150,6 +151,7 @@ def run_job_here(*, job_id: int, poll_s: float = 0.5, timeout_s: float | None = 
     from predictor.models import Job
 
     loop = Worker(worker_id=new_worker_id("command"))
+    loop.takes_analyses = False  # people's uploads are for the site's workers, whose events reach their pages
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         _release_connections()

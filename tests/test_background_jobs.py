@@ -151,3 +151,15 @@ def test_a_job_of_an_unknown_kind_is_refused_and_a_crashing_one_fails(tiny_model
     stored = Job.objects.get()
     assert stored.status == "failed" and "ZeroDivisionError" in stored.error_message
     assert failures == [({"n": 1}, stored.error_message)]
+
+
+@pytest.mark.django_db
+def test_a_command_runs_its_own_recompute_and_leaves_uploads_to_the_workers(user, tiny_model):
+    job = recompute.start_recompute(images=make_playable(2))
+    upload = services.create_analysis(owner=user, data=make_jpeg())
+    assert worker.run_job_here(job_id=job.queue_job_id, timeout_s=120)
+    job.refresh_from_db()
+    upload.refresh_from_db()
+    assert job.status == "done" and job.done == 2
+    assert Job.objects.get().worker_id.startswith("command:")
+    assert upload.status == "queued"  # a site worker answers it, with events its page hears
