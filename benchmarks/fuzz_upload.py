@@ -142,7 +142,7 @@ def main() -> int:
     from django.test import Client
 
     from core import images
-    from predictor import policy, worker
+    from predictor import policy, services, worker
     from predictor.models import Analysis
     from tests import hostile_corpus
 
@@ -208,7 +208,7 @@ def main() -> int:
             problems.append(f"input {number} ({kind}): HTTP {response.status_code}")
         if response.status_code == 201 and not args.analyse:
             for analysis in Analysis.objects.all():
-                analysis.delete()
+                services.delete_analysis(analysis=analysis)
         if number % 50 == 0:
             sample_worker()
         if not args.analyse and files():
@@ -237,7 +237,7 @@ def main() -> int:
         print(f"analysed {sum(outcomes.values())} accepted uploads in {time.perf_counter() - analysed_from:.0f} s "
               f"after the last upload: {dict(outcomes)}; worker restarts: {supervisor.restarts}")
         for analysis in Analysis.objects.all():
-            analysis.delete()
+            services.delete_analysis(analysis=analysis)
         if files():
             problems.append(f"{files()} file(s) left after every analysis was deleted")
         worker.stop_embedded_worker()

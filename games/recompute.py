@@ -1,16 +1,16 @@
-"""Recompute jobs: run the active model (or another installed one) over game images in the background and store
-its guesses.
+"""Recompute jobs: run the active model (or another installed one) over game images and store its guesses.
 
-A job is a row (progress done/total, errors); `start_recompute` creates it and, once committed, runs it in a
-daemon thread of this process through the shared inference engine, which batches the photos.
+A job is a row here (progress done/total, errors: what the admin shows) and a background job of the inference
+workers (predictor/jobs.py, kind `games.recompute`): `start_recompute` creates both in one transaction, and a worker
+process (`manage.py run_worker` or the embedded worker's child) claims it with the same heartbeat, re-queue and
+attempt limit as upload analyses. The web process never loads a model for it.
 """
 from __future__ import annotations
 
 import logging
-import threading
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -18,16 +18,17 @@ from games import scoring
 from games.curation import CurationError
 from games.difficulty import recompute_difficulty
 from games.models import GameImage, ModelGuess, RecomputeJob
-from predictor import inference, registry
+from predictor import inference, registry, services
+from predictor.jobs import JobContext, JobFailed
 
 logger = logging.getLogger(__name__)
 
-_threads: dict[int, threading.Thread] = {}
+KIND = "games.recompute"
 
 
 def start_recompute(*, images, user=None, model_name: str | None = None) -> RecomputeJob:
     """Queue a job over `images` for the installed bundle `model_name`, by default the active model; refused when
-    there is no such model."""
+    there is no such model. A worker runs it; `job.queue_job_id` is the id of its predictor job."""
     if model_name is None:
         name = registry.active_bundle_name() if registry.active_bundle_path() is not None else None
         if name is None:
@@ -42,42 +43,39 @@ def start_recompute(*, images, user=None, model_name: str | None = None) -> Reco
     ids = sorted(image.pk for image in images)
     if not ids:
         raise CurationError("No images selected.")
-    job = RecomputeJob.objects.create(model_name=name, image_ids=ids, total=len(ids),
-                                      created_by=user if user is not None and user.is_authenticated else None)
-    transaction.on_commit(lambda: launch(job.pk))
+    with transaction.atomic():
+        job = RecomputeJob.objects.create(model_name=name, image_ids=ids, total=len(ids),
+                                          created_by=user if user is not None and user.is_authenticated else None)
+        job.queue_job_id = services.enqueue_job(kind=KIND, payload={"recompute_job": job.pk}).pk
     return job
 
 
-def launch(job_id: int) -> threading.Thread:
-    thread = threading.Thread(target=_run_in_thread, args=(job_id,), name=f"recompute-{job_id}", daemon=True)
-    _threads[job_id] = thread
-    thread.start()
-    return thread
+def run_job(payload: dict, context: JobContext) -> str:
+    """The worker's side (registered in GamesConfig.ready): run the recompute to its end."""
+    job = run_recompute(job_id=int(payload["recompute_job"]), context=context)
+    return f"recompute #{job.pk}: {job.message}"
 
 
-def wait_for(job_id: int, timeout: float = 60) -> None:
-    """Block until this process's thread for the job ends (management commands and tests)."""
-    thread = _threads.get(job_id)
-    if thread is not None:
-        thread.join(timeout)
+def job_requeued(payload: dict) -> None:
+    """Its worker died: the job waits for the next one (which starts it again from the first image)."""
+    RecomputeJob.objects.filter(pk=payload["recompute_job"], status=RecomputeJob.Status.RUNNING).update(
+        status=RecomputeJob.Status.QUEUED)
 
 
-def _run_in_thread(job_id: int) -> None:
-    try:
-        run_recompute(job_id=job_id)
-    except Exception:  # noqa: BLE001 - the job row records the failure; the thread must not die silently
-        logger.exception("recompute job %s failed", job_id)
-    finally:
-        close_old_connections()
+def job_failed(payload: dict, message: str) -> None:
+    RecomputeJob.objects.filter(pk=payload["recompute_job"]).update(
+        status=RecomputeJob.Status.FAILED, message=message, finished_at=timezone.now())
 
 
-def run_recompute(*, job_id: int) -> RecomputeJob:
-    """Run a queued job to the end: predictions in batches, guesses stored, progress saved after each batch."""
-    claimed = RecomputeJob.objects.filter(pk=job_id, status=RecomputeJob.Status.QUEUED).update(
-        status=RecomputeJob.Status.RUNNING, started_at=timezone.now())
+def run_recompute(*, job_id: int, context: JobContext | None = None) -> RecomputeJob:
+    """Run a job to the end in this (worker) process: predictions in batches, guesses stored, progress saved after
+    each batch. A re-run after a dead worker starts over; the guesses already stored are simply overwritten."""
+    started = RecomputeJob.objects.filter(pk=job_id).exclude(
+        status__in=[RecomputeJob.Status.DONE, RecomputeJob.Status.FAILED]).update(
+        status=RecomputeJob.Status.RUNNING, started_at=timezone.now(), done=0, failed=0, errors=[], message="")
     job = RecomputeJob.objects.get(pk=job_id)
-    if not claimed:
-        return job  # another thread or process has it
+    if not started:
+        return job  # already ended
     own_engine = None
     try:
         if job.model_name == registry.active_bundle_name() and registry.active_bundle_path() is not None:
@@ -87,9 +85,9 @@ def run_recompute(*, job_id: int) -> RecomputeJob:
             own_engine, model = _bundle_engine(job.model_name)
             engine = own_engine
     except Exception as error:  # noqa: BLE001 - a broken bundle fails the job with its reason
-        return _finish(job, RecomputeJob.Status.FAILED, f"the model could not be loaded: {error}")
+        raise JobFailed(f"the model could not be loaded: {error}") from error
     try:
-        return _run_batches(job, engine, model)
+        return _run_batches(job, engine, model, context)
     finally:
         if own_engine is not None:
             own_engine.close()
@@ -106,7 +104,7 @@ def _bundle_engine(name: str):
                            max_wait_ms=settings.ENGINE_MAX_WAIT_MS), model
 
 
-def _run_batches(job: RecomputeJob, engine, model) -> RecomputeJob:
+def _run_batches(job: RecomputeJob, engine, model, context: JobContext | None) -> RecomputeJob:
     images = {image.pk: image for image in GameImage.objects.filter(pk__in=job.image_ids)}
     missing = [pk for pk in job.image_ids if pk not in images]
     errors = [[f"#{pk}", "the image was deleted"] for pk in missing]
@@ -135,6 +133,8 @@ def _run_batches(job: RecomputeJob, engine, model) -> RecomputeJob:
                           "distance_km": scoring.error_km(true_lat=image.lat, true_lon=image.lon, lat=result.lat,
                                                           lon=result.lon)})
         _progress(job, done=len(batch), failed=len(batch_errors), errors=batch_errors)
+        if context is not None:
+            context.between_batches()
     recompute_difficulty()
     job.refresh_from_db()
     note = " (untrained model: its guesses are random)" if getattr(model, "untrained", False) else ""

@@ -3,7 +3,8 @@
 Parent side (`EmbeddedWorker`, a supervisor thread in the web process): starts `python -m predictor.embedded_worker`,
 hands it this process's settings, wakes it when an analysis is created, relays the events it reports into this
 process's channel layer (the in-memory layer's groups live here, not in the child), and when the child dies logs how,
-gives its jobs back to the queue at once (or fails those interrupted WORKER_MAX_ATTEMPTS times) and starts a new one.
+gives its jobs (analyses and background jobs) back to the queue at once (or fails those interrupted
+WORKER_MAX_ATTEMPTS times) and starts a new one.
 
 Child side (`main`): caps its address space (`worker.apply_memory_limit`), configures Django with the parent's
 settings, publishes events through the pipe to the parent and runs `Worker.run_forever` until told to stop, or
@@ -156,8 +157,9 @@ class EmbeddedWorker:
                          "(restart %d)", process.pid, describe_exit(code), lived, delay, self.restarts)
             try:
                 services.requeue_jobs_of(worker_id=self.worker_id)
+                services.requeue_background_jobs_of(worker_id=self.worker_id)
             except Exception:  # noqa: BLE001 - the heartbeat timeout gives them back later
-                logger.exception("could not re-queue the dead worker's analyses")
+                logger.exception("could not re-queue the dead worker's analyses and jobs")
             finally:
                 close_old_connections()
             self._stopping.wait(delay)

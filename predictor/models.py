@@ -132,3 +132,41 @@ class UploadAudit(models.Model):
 
     def __str__(self) -> str:
         return f"Upload by {self.username} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class Job(models.Model):
+    """A background job other than an upload analysis (a game's guess recompute, say), run by the same workers.
+
+    Another app registers a handler for its `kind` (predictor/jobs.py) and queues jobs through
+    `services.enqueue_job`; the job's own progress lives in that app's tables. Claimed, kept alive, re-queued and
+    given up like analyses: see predictor/services/jobs.py.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    kind = models.CharField(max_length=60)
+    payload = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    error_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    worker_id = models.CharField(max_length=120, blank=True)
+    claim_token = models.CharField(max_length=32, blank=True, db_index=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"Job {self.pk} {self.kind} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)

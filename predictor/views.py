@@ -176,7 +176,7 @@ def analysis_cam(request, analysis_id: int):
 @login_required
 @require_GET
 def analysis_cell_cam(request, analysis_id: int, index: int):
-    """The activation map of one clicked cell: the `index`-th stored by the analysis (see services._cam_event)."""
+    """The activation map of one clicked cell: the `index`-th stored by the analysis (see services.cams.cam_event)."""
     names = services.cell_cam_files(_own_analysis(request, analysis_id))
     if index >= len(names):
         raise Http404("No activation map for this cell.")

@@ -1,4 +1,5 @@
-"""The inference worker loop: claim queued analyses in batches, run them, heartbeat, re-queue dead workers' jobs.
+"""The inference worker loop: claim queued analyses in batches, run them, heartbeat, re-queue dead workers' jobs;
+when no analysis waits, claim and run one background job (a game's guess recompute: predictor/jobs.py) the same way.
 
 The same loop runs standalone (`manage.py run_worker`, one process per GPU in scale-out) or, embedded, in a child
 process of the web server (`start_embedded_worker`, the default without Redis; see predictor/embedded_worker.py), so
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from predictor import services
+from predictor import jobs, services
 
 if TYPE_CHECKING:
     from predictor.embedded_worker import EmbeddedWorker
@@ -38,10 +39,10 @@ def new_worker_id(kind: str) -> str:
 
 
 class Heartbeat:
-    """While a batch is in hand, a side thread marks its claims alive every third of the timeout."""
+    """While a batch (or a job) is in hand, a side thread marks its claims alive every third of the timeout."""
 
-    def __init__(self, analyses, *, interval_s: float):
-        self.analyses = analyses
+    def __init__(self, beat, *, interval_s: float):
+        self.beat = beat
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="analysis-heartbeat", daemon=True)
@@ -57,11 +58,26 @@ class Heartbeat:
     def _run(self):
         try:
             while not self._stop.wait(self.interval_s):
-                services.heartbeat(analyses=self.analyses)
+                self.beat()
         except Exception:  # noqa: BLE001 - a missed heartbeat is recovered by the next one or by a re-queue
             logger.exception("heartbeat failed")
         finally:
             close_old_connections()
+
+
+class _JobContext:
+    """What a running background job may ask of the worker that runs it (predictor.jobs.JobContext)."""
+
+    def __init__(self, worker: "Worker", job):
+        self.worker = worker
+        self.job = job
+
+    def between_batches(self) -> None:
+        # Uploads that arrived meanwhile go first: a person waits on each, nobody on a recompute's next batch.
+        while self.worker.takes_analyses and self.worker.run_analyses_once():
+            pass
+        if not services.still_held(job=self.job):
+            raise jobs.JobLost(self.job.pk)
 
 
 class Worker:
@@ -73,20 +89,39 @@ class Worker:
         self.wake = wake or services.analysis_created
         self.stopping = threading.Event()
         self.timeout_s = settings.WORKER_HEARTBEAT_TIMEOUT_S
+        self.takes_analyses = True  # off for a command line that runs only its own job (run_job_here)
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        return max(0.5, self.timeout_s / 3)
 
     def run_once(self) -> int:
-        """Re-queue stale jobs, claim one batch and run it; returns the number of analyses run."""
+        """Re-queue stale jobs, claim one batch of analyses and run it, or else one background job; returns the
+        number of analyses or jobs run."""
         _release_connections()
         try:
             services.requeue_stale(timeout_s=self.timeout_s)
-            claimed = services.claim_analyses(worker_id=self.worker_id, limit=self.batch)
-            if claimed:
-                logger.info("worker %s runs %d analyses", self.worker_id, len(claimed))
-                with Heartbeat(claimed, interval_s=max(0.5, self.timeout_s / 3)):
-                    services.run_analyses(analyses=claimed)
-            return len(claimed)
+            services.requeue_stale_jobs(timeout_s=self.timeout_s)
+            return self.run_analyses_once() or self.run_job_once()
         finally:
             _release_connections()
+
+    def run_analyses_once(self) -> int:
+        claimed = services.claim_analyses(worker_id=self.worker_id, limit=self.batch)
+        if claimed:
+            logger.info("worker %s runs %d analyses", self.worker_id, len(claimed))
+            with Heartbeat(lambda: services.heartbeat(analyses=claimed), interval_s=self.heartbeat_interval_s):
+                services.run_analyses(analyses=claimed)
+        return len(claimed)
+
+    def run_job_once(self, *, job_id: int | None = None) -> int:
+        job = services.claim_job(worker_id=self.worker_id, job_id=job_id)
+        if job is None:
+            return 0
+        logger.info("worker %s runs job %s (%s, attempt %d)", self.worker_id, job.pk, job.kind, job.attempts)
+        with Heartbeat(lambda: services.heartbeat_jobs(jobs_held=[job]), interval_s=self.heartbeat_interval_s):
+            services.run_job(job=job, context=_JobContext(self, job))
+        return 1
 
     def run_forever(self) -> None:
         logger.info("worker %s started (batch %d)", self.worker_id, self.batch)
@@ -107,6 +142,27 @@ class Worker:
         """Finish the batch in hand, then leave the loop."""
         self.stopping.set()
         self.wake.set()
+
+
+def run_job_here(*, job_id: int, poll_s: float = 0.5, timeout_s: float | None = None) -> bool:
+    """Run the background job `job_id` in this (command-line) process as a worker would, or wait while another
+    worker runs it; returns whether it has ended. For management commands that queue a job and report its outcome;
+    never called in a web process."""
+    from predictor.models import Job
+
+    loop = Worker(worker_id=new_worker_id("command"))
+    loop.takes_analyses = False  # people's uploads are for the site's workers, whose events reach their pages
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        _release_connections()
+        services.requeue_stale_jobs(timeout_s=loop.timeout_s)
+        loop.run_job_once(job_id=job_id)
+        job = Job.objects.filter(pk=job_id).first()
+        if job is None or job.is_finished:
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
 
 
 def apply_memory_limit(*, limit_mb: int | None = None) -> str:

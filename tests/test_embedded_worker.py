@@ -15,6 +15,7 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 
 from predictor import inference, registry, selectors, services, worker
+from predictor.services import streaming
 from predictor.models import Analysis
 from tests.conftest import make_jpeg
 from tests.streaming import ORDER, open_socket, receive_until
@@ -175,8 +176,32 @@ def test_jobs_of_a_dead_worker_are_given_back_at_once(user, settings):
     settings.WORKER_MAX_ATTEMPTS = 3
     jobs = queue(user, 2)
     claimed = services.claim_analyses(worker_id="embedded:host:1:abc", limit=8)
-    services._emit(claimed[0], {"type": "scene", "partial": True})
+    streaming._emit(claimed[0], {"type": "scene", "partial": True})
     assert services.requeue_jobs_of(worker_id="embedded:host:1:abc") == 2
     rows = list(Analysis.objects.filter(pk__in=[j.pk for j in jobs]))
     assert {a.status for a in rows} == {"queued"} and all(a.events == [] and a.worker_id == "" for a in rows)
     assert services.requeue_jobs_of(worker_id="embedded:host:1:abc") == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_recompute_whose_worker_is_killed_is_taken_up_by_the_next_worker(embedded, settings):
+    from games import recompute
+    from games.models import ModelGuess, RecomputeJob
+    from predictor.models import Job
+    from tests.game_factories import make_playable
+
+    settings.ENGINE_MAX_BATCH = 1  # one photo per batch: the job is in the worker's hands long enough to kill it
+    images = make_playable(8)
+    job = recompute.start_recompute(images=images)
+    supervisor = embedded()
+    pid = wait_until(lambda: Job.objects.filter(pk=job.queue_job_id, status="running").exists() and supervisor.pid,
+                     timeout_s=120, interval_s=0.005, what="the recompute in the worker's hands")
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: supervisor.pid not in (None, pid), timeout_s=60, what="a new worker process")
+    wait_until(lambda: RecomputeJob.objects.get(pk=job.pk).status in ("done", "failed"), timeout_s=180,
+               interval_s=0.2, what="the recompute to finish")
+    job.refresh_from_db()
+    queued = Job.objects.get(pk=job.queue_job_id)
+    assert job.status == "done" and (job.done, job.failed) == (8, 0), job.message
+    assert queued.status == "done" and queued.attempts == 2 and str(supervisor.pid) in queued.worker_id
+    assert ModelGuess.objects.filter(model_name=registry.active_bundle_name()).count() == 8

@@ -7,7 +7,7 @@ from django.urls import reverse
 from games import recompute, selectors, services
 from games.curation import CurationError
 from games.models import ModelGuess, RecomputeJob
-from predictor import inference, registry
+from predictor import inference, registry, worker
 from tests.game_factories import MODEL, make_playable
 
 CHANGELIST = reverse("admin:games_gameimage_changelist")
@@ -33,7 +33,7 @@ def test_recompute_of_an_installed_model_that_is_not_active(admin_client, two_mo
                                               "_selected_action": [image.pk for image in images]})
     job = RecomputeJob.objects.get()
     assert response.status_code == 302 and job.model_name == SECOND
-    recompute.wait_for(job.pk, timeout=120)
+    worker.Worker(worker_id="w").run_once()
     job.refresh_from_db()
     assert job.status == "done", job.message
     assert ModelGuess.objects.filter(model_name=SECOND).count() == 6

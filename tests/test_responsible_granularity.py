@@ -11,7 +11,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
-from predictor import granularity, inference, registry, services, worker
+from predictor import granularity, inference, registry, worker
+from predictor.services import streaming
 from predictor.models import Analysis
 from predictor.ml.prediction import HIERARCHY
 from tests.conftest import make_jpeg
@@ -32,13 +33,13 @@ def tiny_model(tiny_bundle, settings):
 def captured(monkeypatch):
     """The full predictions the worker saw, to know what must not leak."""
     seen = []
-    real = services._stream
+    real = streaming._stream
 
     def spy(analysis, prediction, **kwargs):
         seen.append(prediction)
         return real(analysis, prediction, **kwargs)
 
-    monkeypatch.setattr(services, "_stream", spy)
+    monkeypatch.setattr(streaming, "_stream", spy)
     return seen
 
 

@@ -6,6 +6,7 @@ import os
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db.models.signals import post_delete, pre_delete
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
@@ -111,8 +112,30 @@ def test_account_deletion_needs_the_password_and_removes_everything(client, user
 
 
 @pytest.mark.django_db
-def test_deleting_a_user_elsewhere_still_removes_their_files(user, settings):
+def test_deleting_through_the_service_removes_the_files_and_no_signal_does_it(user, settings):
+    kept = services.create_analysis(owner=user, data=make_jpeg(), keep_photo=True)
+    other = services.create_analysis(owner=user, data=make_jpeg(), keep_photo=True)
+    names = services.analysis_files(kept)
+    assert set(names) <= files_on_disk(settings) and len(names) == 2
+    services.delete_analysis(analysis=kept)
+    assert not set(names) & files_on_disk(settings) and not Analysis.objects.filter(pk=kept.pk).exists()
+    assert set(services.analysis_files(other)) == files_on_disk(settings)
+    # The services delete the files; nothing listens for deleted analyses any more.
+    assert not post_delete.has_listeners(Analysis) and not pre_delete.has_listeners(Analysis)
+
+
+@pytest.mark.django_db
+def test_deleting_a_user_in_the_admin_removes_their_files(client, user, other_user, settings):
     services.create_analysis(owner=user, data=make_jpeg(), keep_photo=True)
-    assert files_on_disk(settings)
-    user.delete()  # as the admin does: the rows go by cascade, the files with them
-    assert files_on_disk(settings) == set() and not Analysis.objects.exists()
+    theirs = services.create_analysis(owner=other_user, data=make_jpeg(), keep_photo=True)
+    admin = get_user_model().objects.create_superuser("root", "root@example.com", "a-long-admin-password-1")
+    client.force_login(admin)
+    url = reverse("admin:auth_user_delete", args=[user.pk])
+    assert client.post(url, {"post": "yes"}).status_code == 302
+    assert not get_user_model().objects.filter(pk=user.pk).exists()
+    assert files_on_disk(settings) == set(services.analysis_files(theirs))
+    # The list's bulk action goes the same way.
+    changelist = reverse("admin:auth_user_changelist")
+    response = client.post(changelist, {"action": "delete_selected", "_selected_action": [other_user.pk],
+                                        "post": "yes"})
+    assert response.status_code == 302 and files_on_disk(settings) == set() and not Analysis.objects.exists()

@@ -11,7 +11,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from PIL import Image
 
-from predictor import faces, inference, registry, services, worker
+from predictor import faces, inference, registry, worker
+from predictor.services import streaming
 from predictor.models import Analysis, UploadAudit
 from tests.conftest import make_jpeg
 
@@ -31,14 +32,14 @@ def tiny_model(tiny_bundle, settings):
 def scene_says(monkeypatch):
     """Make the (random-weight) scene classifier's answer a given concept, as a trained one would for the photo."""
     forced = {}
-    real = services._stream
+    real = streaming._stream
 
     def stream(analysis, prediction, **kwargs):
         if "concept" in forced:
             prediction.scene.concept = forced["concept"]
         return real(analysis, prediction, **kwargs)
 
-    monkeypatch.setattr(services, "_stream", stream)
+    monkeypatch.setattr(streaming, "_stream", stream)
     return forced
 
 

@@ -161,7 +161,7 @@ def test_only_the_owner_gets_a_cell_map(tiny_model, user, other_user, settings):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("how", ["page", "orm"])
+@pytest.mark.parametrize("how", ["page", "account"])
 def test_cell_maps_are_deleted_with_the_analysis(tiny_model, user, settings, how):
     settings.UPLOAD_GRANULARITY = "region"
     analysis = analysed(user)
@@ -171,7 +171,8 @@ def test_cell_maps_are_deleted_with_the_analysis(tiny_model, user, settings, how
         client = Client()
         client.force_login(user)
         assert client.post(reverse("analysis-delete", args=[analysis.pk])).status_code == 302
-    else:  # the admin, account deletion and bulk deletes go through the ORM
-        Analysis.objects.filter(pk=analysis.pk).delete()
+    else:  # account deletion (the site's page and the admin) goes through the same service
+        services.delete_account(user=user)
+        assert not Analysis.objects.filter(pk=analysis.pk).exists()
     assert not any(default_storage.exists(n) for n in names)
     assert not default_storage.exists(analysis.cam.name)

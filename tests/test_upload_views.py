@@ -9,6 +9,7 @@ from django.core.files.storage import default_storage
 from django.urls import reverse
 
 from predictor import inference, registry, services, worker
+from predictor.services import streaming
 from predictor.models import Analysis
 from tests.conftest import make_jpeg
 
@@ -87,14 +88,14 @@ def test_delete_removes_the_row_and_every_file(client, user, other_user, finishe
 @pytest.mark.django_db
 def test_deleting_while_the_worker_runs_leaves_no_files(tiny_model, user, monkeypatch):
     analysis = services.create_analysis(owner=user, data=make_jpeg(120, 90))
-    real = services._emit
+    real = streaming._emit
 
     def delete_midway(target, event, **kwargs):
         if event["type"] == "heatmap":
             services.delete_analysis(analysis=Analysis.objects.get(pk=target.pk))
         return real(target, event, **kwargs)
 
-    monkeypatch.setattr(services, "_emit", delete_midway)
+    monkeypatch.setattr(streaming, "_emit", delete_midway)
     worker.Worker(worker_id="w").run_once()
     assert not Analysis.objects.exists()
     media = default_storage.path("analyses")

@@ -10,6 +10,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from predictor import inference, registry, services, worker
+from predictor.services import streaming
 from predictor.models import Analysis
 from tests.conftest import make_jpeg
 
@@ -103,7 +104,7 @@ def test_stale_jobs_of_a_dead_worker_are_requeued_and_then_finished(tiny_model, 
 def test_a_run_cut_off_mid_stream_is_stored_as_one_complete_run(tiny_model, user):
     [job] = queue(user, 1)
     [claimed] = services.claim_analyses(worker_id="dies-mid-stream", limit=1)
-    services._emit(claimed, {"type": "scene", "partial": True})  # what the dead worker got out before dying
+    streaming._emit(claimed, {"type": "scene", "partial": True})  # what the dead worker got out before dying
     Analysis.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
     assert services.requeue_stale(timeout_s=60) == 1
     job.refresh_from_db()

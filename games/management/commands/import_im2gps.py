@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from games import importing, recompute, selectors
 from games.difficulty import recompute_difficulty
+from predictor import worker
 
 
 class Command(BaseCommand):
@@ -61,7 +62,9 @@ def finish_import(out, *, recompute_missing: bool = True) -> None:
         if line:
             out.write(line)
         if job is not None:
-            recompute.wait_for(job.pk, timeout=None)
+            # A command line is a worker process of its own: it runs the job here (or waits for the worker that
+            # took it first), so the import ends with the guesses stored.
+            worker.run_job_here(job_id=job.queue_job_id)
             job.refresh_from_db()
             out.write(f"recompute job #{job.pk}: {job.message}")
     counts = recompute_difficulty()
