@@ -79,9 +79,22 @@ def _start(request, data: dict):
 
 # --- pages ------------------------------------------------------------------------------------------------------
 
+_ORDINALS = ("First", "Second", "Third", "Fourth", "Fifth", "Sixth")
+
+
+def _extra_opponent_fields(defaults: list[str]) -> list[dict]:
+    """The home form's optional AI choices after the first: `opponent2` … `opponent<GAME_MAX_OPPONENTS>`."""
+    return [{"field": f"opponent{i + 1}",
+             "label": f"{_ORDINALS[i] if i < len(_ORDINALS) else f'AI {i + 1}'} AI (optional)",
+             "default": defaults[i] if i < len(defaults) else ""}
+            for i in range(1, settings.GAME_MAX_OPPONENTS)]
+
+
 def _home_context(**extra) -> dict:
     playability = selectors.playability()
-    return {"opponents": selectors.choosable_opponents(), "defaults": selectors.default_opponents(),
+    defaults = selectors.default_opponents()
+    return {"opponents": selectors.choosable_opponents(), "defaults": defaults,
+            "extra_opponents": _extra_opponent_fields(defaults),
             "playable": playability["playable"], "playability": playability, "rounds": settings.GAME_ROUNDS,
             "top": selectors.leaderboard(period="all", limit=5), **extra}
 
@@ -106,7 +119,8 @@ def start(request):
         return ratelimit.too_many_requests(request, verdict, "new games")
     try:
         game = _start(request, {"opponent": request.POST.get("opponent"), "challenge": request.POST.get("challenge"),
-                                "opponents": [request.POST.get("opponent2") or ""],
+                                "opponents": [request.POST.get(f"opponent{i + 1}") or ""
+                                              for i in range(1, settings.GAME_MAX_OPPONENTS)],
                                 "difficulty": request.POST.get("difficulty")})
     except services.GameError as error:
         return render(request, "games/home.html", _home_context(error=error.message), status=error.status)

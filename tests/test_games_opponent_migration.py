@@ -54,3 +54,32 @@ def test_games_of_the_numbered_columns_schema_show_the_same_after_migrating():
         assert live["games"][name] == games[name], name
     assert live["leaderboard"] == expected["leaderboard"]
     assert live["curation"] == expected["curation"]
+
+
+def _old_rows(apps) -> tuple[list, list]:
+    games = list(apps.get_model("games", "Game").objects.order_by("key").values())
+    rounds = list(apps.get_model("games", "Round").objects.order_by("game__key", "index").values())
+    for row in games + rounds:
+        row.pop("id"), row.pop("game_id", None), row.pop("challenge_of_id", None)
+    return games, rounds
+
+
+def test_the_migration_reverses_without_loss_and_refuses_when_a_game_has_three_ais():
+    try:
+        executor = _migrate(OLD)
+        golden_games.build_old_schema(executor.loader.project_state(OLD).apps)
+        before = _old_rows(executor.loader.project_state(OLD).apps)
+        _migrate(_latest())
+        executor = _migrate(OLD)
+        assert _old_rows(executor.loader.project_state(OLD).apps) == before
+        # A game against three AIs cannot go back into two numbered columns: unapplying refuses, losing nothing.
+        _migrate(_latest())
+        from games.models import Game, GameOpponent
+
+        game = Game.objects.get(key=golden_games.game_key("two-ais-finished"))
+        GameOpponent.objects.create(game=game, position=2, model_name="third")
+        with pytest.raises(RuntimeError, match="more than 2 AI opponents"):
+            _migrate(OLD)
+        assert GameOpponent.objects.filter(game=game).count() == 3
+    finally:
+        _migrate(_latest())
