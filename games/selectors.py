@@ -381,6 +381,30 @@ def leaderboard(*, period: str = "all", limit: int = 20, now: dt.datetime | None
 
 
 
+# --- the game-image explorer -----------------------------------------------------------------------------------
+
+def game_image_points(*, user) -> list[dict]:
+    """Game images for the explorer map: staff see all, players only the images they have guessed on; each with
+    its position, scene (the most likely of indoor / natural / urban), whether it is active and every model's
+    error in km."""
+    queryset = GameImage.objects.all()
+    if not user.is_staff:
+        queryset = queryset.filter(rounds__game__user=user, rounds__guessed_at__isnull=False).distinct()
+    rows = list(queryset.values("pk", "lat", "lon", "p_indoor", "p_natural", "p_urban", "active"))
+    errors: dict[int, dict] = {}
+    for guess in ModelGuess.objects.filter(image_id__in=[r["pk"] for r in rows]).values(
+            "image_id", "model_name", "distance_km"):
+        errors.setdefault(guess["image_id"], {})[guess["model_name"]] = round(guess["distance_km"], 1)
+    points = []
+    for row in rows:
+        scene = {"indoor": row["p_indoor"], "natural": row["p_natural"], "urban": row["p_urban"]}
+        known = {k: v for k, v in scene.items() if v is not None}
+        points.append({"id": row["pk"], "lat": row["lat"], "lon": row["lon"], "active": row["active"],
+                       "scene": max(known, key=known.get) if known else "unknown",
+                       "errors_km": errors.get(row["pk"], {})})
+    return points
+
+
 # --- curation ---------------------------------------------------------------------------------------------------
 
 def reference_model() -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import RequestDataTooBig
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -109,6 +110,13 @@ def credits(request):
     """Who took the photos the game shows, under which licence, with a link to each photo's page. No photo and no
     position is shown here, so the list cannot be used to look a round up."""
     return render(request, "games/credits.html", {"credits": selectors.credits()})
+
+
+@login_required
+@require_GET
+def game_image_explorer(request):
+    """The game images on a map with each model's error: staff see all, players the images they have guessed."""
+    return render(request, "games/game_images.html", {"points": selectors.game_image_points(user=request.user)})
 
 
 @require_POST

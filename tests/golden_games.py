@@ -64,7 +64,7 @@ def build_old_schema(apps) -> None:
             enumerate(GAMES):
         start = T0 + dt.timedelta(hours=number)
         game = Game.objects.create(
-            key=game_key(name), challenge_token=f"token-{name}", user=user if with_user else None,
+            key=game_key(name), challenge_token=f"golden-token-{number}", user=user if with_user else None,
             session_key="" if with_user else f"session-{name}", nickname=nickname, seed=1000 + number, mode=mode,
             challenge_of=games.get(source), opponent_model=opponents[0],
             second_opponent=opponents[1] if len(opponents) > 1 else "", difficulty="mixed",
@@ -73,7 +73,7 @@ def build_old_schema(apps) -> None:
         games[name] = game
         for index, image_number in enumerate(order):
             image = images[image_number]
-            row = {"game": game, "index": index, "image": image, "photo_token": f"photo-{name}-{index}"}
+            row = {"game": game, "index": index, "image": image, "photo_token": f"golden-photo-{number}-{index}"}
             if index < shown:
                 row["started_at"] = start + dt.timedelta(minutes=index)
             if index < len(shifts):
