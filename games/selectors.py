@@ -232,13 +232,14 @@ def _ais(round_: Round) -> list[dict]:
             for a in _answers(round_)]
 
 
-def round_reveal(round_: Round, game: Game | None = None) -> dict:
+def round_reveal(round_: Round) -> dict:
     """A guessed round in full: truth, the player's and the AIs' guesses with the places they name, distances,
     scores and the photo's attribution.
 
     `model*` keys are the first opponent's; `ais` lists every opponent (1..N, in the game's order) with its name.
+    The answers are read from `round_.answers` (prefetched by rounds_with_answers, or set by submit_guess).
     """
-    return _with_places([_reveal(round_, game)])[0]
+    return _with_places([_reveal(round_)])[0]
 
 
 def _with_places(reveals: list[dict]) -> list[dict]:
@@ -265,7 +266,7 @@ _PLACES: dict[tuple[float, float], tuple[str, str]] = {}
 _PLACES_MAX = 100_000
 
 
-def _reveal(round_: Round, game: Game | None = None) -> dict:
+def _reveal(round_: Round) -> dict:
     data = round_public(round_)
     ais = _ais(round_)
     first = ais[0]
@@ -292,7 +293,7 @@ def game_state(game: Game, rounds: list[Round] | None = None) -> dict:
         rounds = rounds_with_answers(game)
     shown = [r for r in rounds if r.started_at is not None]
     guessed = [r for r in rounds if r.is_guessed]
-    revealed = _with_places([_reveal(r, game) for r in shown if r.is_guessed])
+    revealed = _with_places([_reveal(r) for r in shown if r.is_guessed])
     current = next((r for r in rounds if not r.is_guessed), None)
     return {
         "key": str(game.key),

@@ -211,7 +211,7 @@ def api_guess(request, key):
         round_ = services.submit_guess(game=game, round_index=index, lat=lat, lon=lon)
     except services.GameError as error:
         return _error(error)
-    return JsonResponse({"round": selectors.round_reveal(round_, game), "finished": game.finished_at is not None})
+    return JsonResponse({"round": selectors.round_reveal(round_), "finished": game.finished_at is not None})
 
 
 @require_POST
