@@ -3,8 +3,9 @@
 
 The rows go in through an apps registry (a migration state's historical models), so the same scenario can be
 written before a schema change and read back after it. `tests/golden/games_before_opponent_rows.json` holds what
-the code of that schema (commit "golden test", issue 15 §3) answered for these rows; the migration test compares
-the code of today, on the migrated rows, with it.
+the code of that schema answered for these rows (recorded with GEOWEB_WRITE_GOLDEN=1 on commit 89b3292, the last
+one with numbered columns, with this scenario); the migration test compares the code of today, on the migrated
+rows, with it.
 """
 from __future__ import annotations
 
