@@ -192,6 +192,14 @@ def save_swc_bundle(path: str | Path, *, name: str, network: SwCNetwork, partiti
         return writer.finish(kind=KIND, untrained=untrained, crops=crops, partitionings=entries, card=card, **fields)
 
 
+def save_swc_from_networks(path: str | Path, *, networks: dict, **kwargs) -> Path:
+    """`isn.save_bundle`'s signature for export: {"base": SwCNetwork} -> an swc bundle (no background yet)."""
+    if set(networks) != {BASE} or not isinstance(networks[BASE], SwCNetwork):
+        raise BundleError("an swc bundle holds one base network trained with a retrieval head, not ISNs "
+                          f"{sorted(networks)}")
+    return save_swc_bundle(path, network=networks[BASE], **kwargs)
+
+
 def _validate(path: Path, config: dict) -> list[str]:
     files = ISN_KIND.validate(path, config)
     require_keys(path / "config.json", config, ("retrieval", "search"))
