@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from .bundle import BundleError
 from .kinds import load_bundle
-from .retrieval import bytes_per_image, write_background
+from .retrieval import SearchSettings, bytes_per_image, write_background
 from .swc import KIND, SwCModel, save_swc_bundle
 
 PART = "part-{:06d}.npz"
@@ -35,9 +35,10 @@ def _parts(work: Path) -> list[Path]:
 
 def build_background(bundle: str | Path, shards: str | Path, output: str | Path, *, name: str | None = None,
                      batch_size: int = 64, part_size: int = 4096, device: str = "cpu", workers: int = 0,
-                     progress: bool = True, overwrite: bool = False, max_images: int | None = None) -> dict:
+                     progress: bool = True, overwrite: bool = False, max_images: int | None = None,
+                     search: dict | None = None) -> dict:
     """Embed the shards' photos with `bundle` (an swc bundle) and write `output`, a new bundle with the background
-    collection. Returns {"bundle", "images", "cells_with_images", "bytes", "bytes_per_million", "resumed_from"}."""
+    collection; `search` overrides the bundle's SearchSettings (top_k, eps_km, conf_thres, ...). Returns {"bundle", "images", "cells_with_images", "bytes", "bytes_per_million", "resumed_from"}."""
     from .train.shards import ShardStream, collate_samples, eval_transform
 
     output = Path(output)
@@ -130,7 +131,8 @@ def build_background(bundle: str | Path, shards: str | Path, output: str | Path,
                                scene_mapping=base.scene_mapping, crops=model.crops, untrained=model.untrained,
                                overwrite=overwrite, training=model.config.get("training"),
                                scene_untrained=bool((model.config.get("scene") or {}).get("untrained")),
-                               search=model.search, background=folder,
+                               search=SearchSettings.from_dict({**model.search.to_dict(), **(search or {})}),
+                               background=folder,
                                retrieval_training={k: v for k, v in model.config["retrieval"].items()
                                                    if k not in ("weights", "in_dim", "dim")},
                                partitioning_names=model.partitioning_names,

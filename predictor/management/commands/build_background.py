@@ -1,7 +1,8 @@
 """Build the background collection of an swc bundle (Search within Cell) from training shards.
 
     manage.py build_background --model NAME_OR_BUNDLE --shards shards/mp16/train --output bundles/swc-bg \
-        [--name NAME] [--batch-size 64] [--device auto] [--overwrite] [--install]
+        [--name NAME] [--batch-size 64] [--device auto] [--overwrite] [--install] \
+        [--top-k 10] [--eps-km 1] [--top-cells 1] [--conf-thres 0.2] [--conf-scale-km 25]
 
 Writes a new bundle: the input's files plus background/ (float16 embeddings, coordinates, fine-cell offsets; about
 520 MB per million photos at 256-d). Stopped runs resume from OUTPUT.work/.
@@ -27,6 +28,12 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
         parser.add_argument("--overwrite", action="store_true")
         parser.add_argument("--install", action="store_true", help="install the new bundle (and make it active)")
+        parser.add_argument("--top-k", type=int, help="background photos retrieved in the cell (default 10)")
+        parser.add_argument("--eps-km", type=float, help="DBSCAN radius in km (default 1)")
+        parser.add_argument("--top-cells", type=int, help="search the union of this many top cells (default 1)")
+        parser.add_argument("--conf-thres", type=float,
+                            help="prediction density above which a photo is localizable (default 0.2)")
+        parser.add_argument("--conf-scale-km", type=float, help="radius of the prediction density (default 25)")
         add_device_argument(parser)
 
     def handle(self, *args, **options):
@@ -42,7 +49,10 @@ class Command(BaseCommand):
             result = build_background(path, options["shards"], options["output"], name=options["name"],
                                       batch_size=options["batch_size"], device=chosen_device(options),
                                       workers=options["workers"], progress=options["verbosity"] > 0,
-                                      overwrite=options["overwrite"])
+                                      overwrite=options["overwrite"],
+                                      search={key: options[key] for key in ("top_k", "eps_km", "top_cells",
+                                                                            "conf_thres", "conf_scale_km")
+                                              if options.get(key) is not None})
         except (BundleError, OSError, ValueError) as error:
             raise CommandError(str(error)) from None
         if result["resumed_from"]:
