@@ -184,3 +184,25 @@ def test_refined_obeys_the_granularity_and_non_localizable_photos_are_answered_c
     upload_settings.UPLOAD_NON_LOCALIZABLE = "answer"
     analysis = _analyse(user, swc_bundles[1], photo)
     assert analysis.granularity == "fine" and not analysis.coarsening_reason
+
+
+def test_evaluate_selective_scores_an_swc_bundle_by_prediction_density(swc_training, swc_bundles, tmp_path, capsys):
+    import csv
+
+    from tests.train_synthetic import write_csv_dataset
+
+    test_csv = write_csv_dataset(tmp_path / "test", 12, seed=32)  # other photos than the training ones
+    meta = tmp_path / "meta.csv"
+    lines = test_csv.read_text().splitlines()
+    meta.write_text("IMG_ID,AUTHOR,LAT,LON,S3_Label\n" + "".join(f"{line},2\n".replace(",", ",x,", 1)
+                                                              for line in lines[1:]))
+    call_command("evaluate", "--meta", str(meta), "--images", str(tmp_path / "test" / "images"),
+                 "--model", str(swc_bundles[1]), "--out", str(tmp_path / "out"), "--selective", "--batch-size", "4")
+    out = capsys.readouterr().out
+    # The strict bundle (conf_thres 1) calls no photo localizable: its own verdict, not --conf-thres.
+    assert "localizable: 0 images (0.0%)" in out and "non-localizable: 12 images (100.0%)" in out
+    table = list(csv.DictReader((tmp_path / "out" / "synthetic-swc-strict_selective.csv").open()))
+    assert {r["score"] for r in table} == {"prediction density", "split: localizable", "split: non-localizable"}
+    curve = [r for r in table if r["score"] == "prediction density"]
+    assert float(curve[-1]["coverage"]) == 1.0 and int(curve[-1]["images"]) == 12
+    assert (tmp_path / "out" / "synthetic-swc-strict_selective.png").read_bytes()[:4] == b"\x89PNG"
