@@ -261,8 +261,6 @@ if UPLOAD_GRANULARITY not in ("country", "region", "fine"):
 # "country" or "region" level (with the reason on the page), or "answer"ed like any other photo.
 UPLOAD_NON_LOCALIZABLE = os.environ.get("GEOWEB_UPLOAD_NON_LOCALIZABLE", "country").strip().lower()
 if UPLOAD_NON_LOCALIZABLE not in ("country", "region", "answer"):
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured("GEOWEB_UPLOAD_NON_LOCALIZABLE must be country, region or answer")
 UPLOAD_STAFF_FINE = env_bool("GEOWEB_UPLOAD_STAFF_FINE", False)  # staff see fine results of their own uploads
 UPLOAD_COARSEN_INDOOR = env_bool("GEOWEB_UPLOAD_COARSEN_INDOOR", True)  # indoor scenes: country level only

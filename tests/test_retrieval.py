@@ -157,3 +157,23 @@ def test_refine_answers_the_cluster_medoid_with_pd_or_keeps_the_classifier_and_s
     both = refine(embedding=query, fine_probabilities=np.array([0.1, 0.5, 0.4]), cell_lat=cell_lat,
                   cell_lon=cell_lon, background=background, settings=SearchSettings(top_k=3, top_cells=2))
     assert both.refined and both.lat < 41
+
+
+def test_the_fast_dbscan_agrees_with_scikit_learn():
+    from sklearn.cluster import DBSCAN
+
+    from predictor.ml.retrieval import dbscan_labels
+
+    rng = np.random.default_rng(7)
+    for trial in range(30):
+        n = int(rng.integers(1, 40))
+        centres = rng.uniform(-1, 1, (3, 2)) + [48.0, 2.0]
+        points = centres[rng.integers(0, 3, n)] + rng.normal(0, 0.01 * (1 + trial % 4), (n, 2))
+        eps, min_samples = float(rng.choice([0.5, 1.0, 3.0])), int(rng.choice([1, 2, 3]))
+        ours = dbscan_labels(points[:, 0], points[:, 1], eps_km=eps, min_samples=min_samples)
+        theirs = DBSCAN(eps=eps / 6371.0, min_samples=min_samples, metric="haversine").fit(
+            np.radians(points)).labels_
+        # Same noise, same partition into clusters (labels may be numbered differently).
+        assert ((ours == -1) == (theirs == -1)).all()
+        pairs = {(a, b) for a, b in zip(ours, theirs) if a >= 0}
+        assert len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs})

@@ -133,7 +133,7 @@ def _analyse(user, bundle, photo: bytes):
 async def test_upload_streams_refined_with_pd_over_the_websocket(swc_training, swc_bundles, upload_settings, user):
     from channels.db import database_sync_to_async
 
-    from tests.test_upload_stream import open_socket, receive_until, run_queued
+    from tests.streaming import open_socket, receive_until, run_queued
     from predictor import registry, services
 
     upload_settings.UPLOAD_GRANULARITY = "fine"

@@ -17,6 +17,7 @@ Panagiotopoulos et al., MMM 2022; Apache-2.0): the pieces that do not depend on 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -99,12 +100,20 @@ def contrastive_loss(embeddings: torch.Tensor, lats: torch.Tensor, lons: torch.T
 # --- confidence -------------------------------------------------------------------------------------------------
 
 
+def unit_vectors(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """[n, 3] points on the unit sphere (for fast "within d km" tests: a dot product against cos(d / R))."""
+    phi, lam = np.radians(np.asarray(lat, dtype=np.float64)), np.radians(np.asarray(lon, dtype=np.float64))
+    return np.stack([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)], axis=-1)
+
+
 def prediction_density(probabilities: np.ndarray, cell_lat: np.ndarray, cell_lon: np.ndarray, *, cell: int,
-                       scale_km: float) -> float:
+                       scale_km: float, cell_xyz: np.ndarray | None = None) -> float:
     """MeVer's prediction density: the probability mass of the cells whose centres lie within `scale_km` of the
-    centre of `cell` (the predicted one), the cell itself included. 0..1."""
-    distances = great_circle_km(cell_lat[cell], cell_lon[cell], cell_lat, cell_lon)
-    return float(np.asarray(probabilities, dtype=np.float64)[np.asarray(distances) <= scale_km].sum())
+    centre of `cell` (the predicted one), the cell itself included. 0..1. `cell_xyz` (unit_vectors of the cells)
+    may be given to save recomputing it per photo."""
+    xyz = unit_vectors(cell_lat, cell_lon) if cell_xyz is None else cell_xyz
+    within = xyz @ xyz[cell] >= math.cos(min(scale_km / EARTH_RADIUS_KM, math.pi)) - 1e-12
+    return float(np.asarray(probabilities, dtype=np.float64)[within].sum())
 
 
 # --- clustering -------------------------------------------------------------------------------------------------
@@ -118,19 +127,47 @@ class Cluster:
     candidates: int  # neighbours clustered
 
 
+def dbscan_labels(lat: np.ndarray, lon: np.ndarray, *, eps_km: float, min_samples: int = 1) -> np.ndarray:
+    """DBSCAN cluster labels (-1: noise) of points, haversine distance, `eps_km` radius, as scikit-learn's DBSCAN
+    computes them (tests/test_retrieval.py checks the two agree). For the few neighbours of one search (top_k) this
+    exact pairwise version takes microseconds where scikit-learn's set-up costs milliseconds; above 256 points
+    scikit-learn's ball tree is used."""
+    lat, lon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
+    if lat.size > 256:
+        from sklearn.cluster import DBSCAN
+
+        return DBSCAN(eps=eps_km / EARTH_RADIUS_KM, min_samples=min_samples, metric="haversine",
+                      algorithm="ball_tree").fit(np.radians(np.stack([lat, lon], axis=1))).labels_
+    near = np.asarray(great_circle_km(lat[:, None], lon[:, None], lat[None, :], lon[None, :])) <= eps_km
+    core = near.sum(axis=1) >= min_samples
+    labels = np.full(lat.size, -1, dtype=np.int64)
+    cluster = 0
+    for start in range(lat.size):
+        if labels[start] != -1 or not core[start]:
+            continue
+        labels[start] = cluster
+        stack = [start]
+        while stack:
+            point = stack.pop()
+            if not core[point]:
+                continue
+            for other in np.flatnonzero(near[point] & (labels == -1)):
+                labels[other] = cluster
+                stack.append(int(other))
+        cluster += 1
+    return labels
+
+
 def densest_cluster_medoid(lat: np.ndarray, lon: np.ndarray, *, eps_km: float, min_samples: int = 1,
                            similarities: np.ndarray | None = None) -> Cluster:
-    """DBSCAN (scikit-learn, haversine) on the points; the medoid (the member with the least summed great-circle
-    distance to the others) of the largest cluster. Ties go to the cluster with the larger summed similarity. With
-    `min_samples` > 1 and no cluster at all, the most similar point answers (a cluster of one)."""
-    from sklearn.cluster import DBSCAN
-
+    """DBSCAN (haversine) on the points; the medoid (the member with the least summed great-circle distance to the
+    others) of the largest cluster. Ties go to the cluster with the larger summed similarity. With `min_samples`
+    > 1 and no cluster at all, the most similar point answers (a cluster of one)."""
     lat, lon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
     if lat.size == 0:
         raise ValueError("no points to cluster")
     sims = np.ones_like(lat) if similarities is None else np.asarray(similarities, dtype=np.float64)
-    labels = DBSCAN(eps=eps_km / EARTH_RADIUS_KM, min_samples=min_samples, metric="haversine",
-                    algorithm="ball_tree").fit(np.radians(np.stack([lat, lon], axis=1))).labels_
+    labels = dbscan_labels(lat, lon, eps_km=eps_km, min_samples=min_samples)
     clustered = labels[labels >= 0]
     if clustered.size == 0:
         best = int(np.argmax(sims))
@@ -141,7 +178,7 @@ def densest_cluster_medoid(lat: np.ndarray, lon: np.ndarray, *, eps_km: float, m
     winner = ids[np.lexsort((-mass, -sizes))[0]]
     members = np.flatnonzero(labels == winner)
     spread = great_circle_km(lat[members, None], lon[members, None], lat[None, members], lon[None, members])
-    medoid = members[int(np.argmin(np.asarray(spread).sum(axis=1)))]
+    medoid = members[int(np.argmin(np.asarray(spread).reshape(members.size, members.size).sum(axis=1)))]
     return Cluster(float(lat[medoid]), float(lon[medoid]), int(members.size), int(lat.size))
 
 
@@ -219,7 +256,7 @@ def write_background(folder: str | Path, *, embeddings: np.ndarray, coords: np.n
     coordinates, the cell offsets and a manifest. Returns the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    embeddings = np.asarray(embeddings, dtype=np.float32)
+    embeddings = np.asarray(embeddings)  # float16 input stays float16: 5 M rows at 256-d are 2.6 GB, not 5
     coords = np.asarray(coords, dtype=np.float32).reshape(-1, 2)
     cells = np.asarray(cells, dtype=np.int64)
     if not embeddings.shape[0] == coords.shape[0] == cells.shape[0]:
@@ -228,7 +265,9 @@ def write_background(folder: str | Path, *, embeddings: np.ndarray, coords: np.n
         raise ValueError(f"cell indices must lie in 0..{num_cells - 1}")
     order = np.argsort(cells, kind="stable")
     dim = int(embeddings.shape[1]) if embeddings.ndim == 2 else EMBEDDING_DIM
-    embeddings[order].astype(np.float16).tofile(folder / EMBEDDINGS)
+    with open(folder / EMBEDDINGS, "wb") as handle:  # reordered in chunks: no second copy of the collection
+        for start in range(0, order.size, 65536):
+            handle.write(np.ascontiguousarray(embeddings[order[start:start + 65536]], dtype=np.float16).tobytes())
     coords[order].tofile(folder / COORDS)
     offsets = np.zeros(num_cells + 1, dtype=np.int64)
     np.cumsum(np.bincount(cells, minlength=num_cells), out=offsets[1:])
@@ -260,15 +299,21 @@ class Refinement:
 
 def refine(*, embedding: np.ndarray, fine_probabilities: np.ndarray, cell_lat: np.ndarray, cell_lon: np.ndarray,
            background: BackgroundCollection | None, settings: SearchSettings,
-           cell_tokens: list[str] | None = None) -> Refinement:
+           cell_tokens: list[str] | None = None, cell_xyz: np.ndarray | None = None) -> Refinement:
     """One photo: SwC inside the most probable fine cell(s) of `fine_probabilities` (f*), with PD. Falls back to the
     top cell's centre, saying so, when the collection holds no photo there."""
     probabilities = np.asarray(fine_probabilities, dtype=np.float64)
-    order = np.argsort(-probabilities, kind="stable")
+    wanted = max(1, settings.top_cells)
+    if wanted == 1:
+        order = np.array([int(np.argmax(probabilities))])
+    else:
+        order = np.argpartition(-probabilities, min(wanted, probabilities.size) - 1)[:wanted]
+        order = order[np.argsort(-probabilities[order], kind="stable")]
     top = int(order[0])
-    density = prediction_density(probabilities, cell_lat, cell_lon, cell=top, scale_km=settings.conf_scale_km)
+    density = prediction_density(probabilities, cell_lat, cell_lon, cell=top, scale_km=settings.conf_scale_km,
+                                 cell_xyz=cell_xyz)
     localizable = density > settings.conf_thres
-    cells = [int(c) for c in order[:max(1, settings.top_cells)]]
+    cells = [int(c) for c in order[:wanted]]
     name = cell_tokens[top] if cell_tokens else str(top)
     rows, sims = (background.search(embedding, cells, settings.top_k) if background is not None
                   else (np.zeros(0, dtype=np.int64), np.zeros(0)))

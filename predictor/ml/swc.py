@@ -35,7 +35,7 @@ from .partitions import Partitioning
 from .prediction import Refined
 from .preprocess import CropGeometry, CropSpec, aggregate_crops
 from .retrieval import (BACKGROUND_FILES, EMBEDDING_DIM, BackgroundCollection, RetrievalHead, SearchSettings,
-                        refine)
+                        refine, unit_vectors)
 from .scenes import SceneMapping
 
 KIND = "swc"
@@ -122,13 +122,15 @@ class SwCModel:
 
     def refine(self, output: ModelOutput, decoded: HierarchyOutput) -> list[Refined | None]:
         fine = self.partitionings[-1]
+        if getattr(self, "_cell_xyz", None) is None:
+            self._cell_xyz = unit_vectors(fine.lat, fine.lon)
         embeddings = output.embeddings.float().cpu().numpy()
         fstar = decoded.hierarchy.float().cpu().numpy()
         answers = []
         for row in range(embeddings.shape[0]):
             result = refine(embedding=embeddings[row], fine_probabilities=fstar[row], cell_lat=fine.lat,
                             cell_lon=fine.lon, background=self.background, settings=self.search,
-                            cell_tokens=fine.tokens)
+                            cell_tokens=fine.tokens, cell_xyz=self._cell_xyz)
             answers.append(Refined(lat=result.lat, lon=result.lon, score=result.density,
                                    localizable=result.localizable, note=result.note))
         return answers
