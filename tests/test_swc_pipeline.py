@@ -206,3 +206,28 @@ def test_evaluate_selective_scores_an_swc_bundle_by_prediction_density(swc_train
     curve = [r for r in table if r["score"] == "prediction density"]
     assert float(curve[-1]["coverage"]) == 1.0 and int(curve[-1]["images"]) == 12
     assert (tmp_path / "out" / "synthetic-swc-strict_selective.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bundle_with_a_background_collection_is_a_game_opponent(swc_bundles, upload_settings):
+    from games import recompute, selectors, services
+    from games.models import ModelGuess
+    from predictor import registry
+    from predictor.ml.retrieval import BackgroundCollection
+    from tests.game_factories import make_playable
+
+    name = "synthetic-swc-bg"
+    registry.install_bundle(swc_bundles[0], replace=True)
+    images = make_playable(6)
+    job = recompute.start_recompute(images=images, model_name=name)
+    recompute.wait_for(job.pk, timeout=120)
+    job.refresh_from_db()
+    assert job.status == "done", job.message
+    guesses = list(ModelGuess.objects.filter(model_name=name))
+    assert len(guesses) == 6
+    # Its guesses are refined points: positions of its background photos, not cell centres.
+    stored = np.asarray(BackgroundCollection(swc_bundles[0] / "background").coords, dtype=np.float64)
+    assert all(np.abs(stored - [g.lat, g.lon]).sum(axis=1).min() < 1e-3 for g in guesses)
+    assert name in selectors.choosable_opponents()
+    game = services.start_game(session_key="s" * 32, opponents=[name])
+    assert game.opponent_model == name
