@@ -350,7 +350,7 @@ def _granularity(analysis: Analysis, prediction, photo) -> tuple[str, str]:
     if reasons:
         level = policy.coarser(level, policy.COUNTRY)
     limit, why = policy.non_localizable(refined=getattr(prediction, "refined", None))
-    if limit is not None:
+    if limit is not None and policy.coarser(level, limit) != level:  # said only where it made the answer coarser
         level = policy.coarser(level, limit)
         reasons.append(why)
     reason = (f"Shown at {level} level because " + " and ".join(reasons) + ".") if reasons else ""
