@@ -144,6 +144,22 @@ class Limiter:
             place["country"])), candidates, decimals=COUNTRY_DECIMALS,
             confidence_of="probability of this country", radius_of="around the estimated country")
 
+    def refined_event(self) -> dict | None:
+        """A refining model's judgement (Search within Cell: prediction density, localizable) and, at fine level
+        only, its refined point and what was done. None for models that do not refine. The background photos the
+        answer came from are never sent, nor their positions."""
+        refined = self.prediction.refined
+        if refined is None:
+            return None
+        event = {"type": "refined", "density": round(float(refined.score), 6), "localizable": bool(refined.localizable),
+                 "granularity": self.level}
+        if self.level == FINE:
+            event.update(lat=round(float(refined.lat), 5), lon=round(float(refined.lon), 5), note=refined.note,
+                         decimals=FINE_DECIMALS)
+        else:
+            event.update(lat=None, lon=None, note=f"The refined estimate is not shown at {self.level} level.")
+        return event
+
     def answer_cell(self):
         """The coarse cell a limited answer stands for, whose activation map the page may show: at region level
         the estimated cell, at country level the most probable coarse cell inside the estimated country. None at

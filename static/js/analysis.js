@@ -205,6 +205,18 @@
       byId("estimate").hidden = false;
       map.fitBounds(circle.getBounds(), { maxZoom: 6, padding: [20, 20] });
     },
+    // Search within the cell: how much the retrieved neighbours agree (prediction density), whether the model
+    // judges the photo localizable, and (at fine level only) what the refined answer is.
+    refined: function (event) {
+      var verdict = event.localizable ? "localizable" : "not localizable";
+      var line = "Prediction density " + pct(event.density) + ": the model judges this photo " + verdict + ".";
+      if (event.lat !== null && event.lat !== undefined) {
+        line += " Refined estimate " + coords(event.lat, event.lon, event.decimals) + ".";
+      }
+      if (event.note) { line += " " + event.note; }
+      text(byId("refined"), line);
+      byId("refined").hidden = false;
+    },
     cam: function (event) {
       cam = { url: event.url, caption: event.caption || "", cells: event.cells || {} };
       if (!event.url) { text(byId("cam-message"), event.message || "No activation map."); return; }

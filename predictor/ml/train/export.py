@@ -190,6 +190,10 @@ def export_bundle(output: str | Path, *, name: str, networks: dict[str, GeoNetwo
     to {threshold km: fraction} (see `validation_sections`); `training` is `card.training_record(...)`."""
     from predictor.ml.isn import save_bundle
     from predictor.ml.preprocess import CropSpec
+    from predictor.ml.swc import SwCNetwork, save_swc_from_networks
+
+    if any(isinstance(n, SwCNetwork) for n in networks.values()):
+        save_bundle = save_swc_from_networks  # a network trained with a retrieval head: an "swc" bundle
 
     output = Path(output)
     if output.exists() and not overwrite:

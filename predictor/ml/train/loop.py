@@ -73,6 +73,10 @@ class TrainConfig:
     val_split_by: str = "auto"  # image | author | place | auto (author where known, else image)
     val_place_level: int = DEFAULT_PLACE_LEVEL
     allow_overlap: bool = False  # train even when validation images are also training images
+    # Search within Cell: a retrieval head trained beside the classification heads (predictor.ml.retrieval). 0: none.
+    contrastive_weight: float = 0.0
+    positive_km: float = 25.0  # photos this close are positives of each other; 0: photos of the same fine cell
+    embedding_dim: int = 256
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -288,9 +292,38 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def network_from_checkpoint(state: dict) -> GeoNetwork:
-    network = GeoNetwork(state["backbone"], state["num_classes"])
+    """The trained network; a `SwCNetwork` (GeoNetwork + retrieval head) when it was trained with one."""
+    network = build_network(state["backbone"], state["num_classes"], embedding_dim=_embedding_dim(state["model"]))
     network.load_state_dict(state["model"])
     return network.eval()
+
+
+def _embedding_dim(model_state: dict) -> int | None:
+    weight = model_state.get("retrieval.project.weight")
+    return int(weight.shape[0]) if weight is not None else None
+
+
+def build_network(backbone: str, num_classes: list[int], *, pretrained: str | None = None,
+                  embedding_dim: int | None = None) -> nn.Module:
+    """GeoNetwork, or with `embedding_dim` a SwCNetwork: its heads' logits first, then the embedding."""
+    network = GeoNetwork(backbone, num_classes, pretrained_path=pretrained)
+    if embedding_dim:
+        from predictor.ml.swc import SwCNetwork
+        network = SwCNetwork(network, dim=embedding_dim)
+    return network
+
+
+def _retrieval_loss(outputs: list[torch.Tensor], targets: torch.Tensor, lats, lons, config: TrainConfig):
+    """(classification logits, the contrastive loss or None) of one forward pass."""
+    heads = targets.shape[1]
+    if len(outputs) == heads:
+        return outputs, None
+    from predictor.ml.retrieval import contrastive_loss
+    if config.positive_km > 0:
+        loss = contrastive_loss(outputs[heads], lats, lons, positive_km=config.positive_km)
+    else:
+        loss = contrastive_loss(outputs[heads], lats, lons, positive_km=0.0, cells=targets[:, -1])
+    return outputs[:heads], loss
 
 
 def _write_metrics(path: Path, row: dict) -> None:
@@ -328,7 +361,7 @@ def evaluate(model: nn.Module, loader: DataLoader, *, partitionings: list[Partit
     for images, targets, lats, lons, _ in batches:
         images = _to_device_images(images, runtime, config, train=False, channels_last=channels_last)
         with _autocast(runtime, precision):
-            logits = model(images)
+            logits = model(images)[:targets.shape[1]]  # a retrieval head's embedding comes last
         accuracy.add(logits, targets, lats, lons)
     return accuracy.result("val")
 
@@ -368,6 +401,8 @@ class EpochResult:
                "train_loss": float(self.loss_sums[0] / seen)}
         for p, part in enumerate(partitionings):
             row[f"train_loss_{part.name}"] = float(self.loss_sums[p + 1] / seen)
+        if self.loss_sums.shape[0] > len(partitionings) + 1:  # trained with a retrieval head
+            row["train_loss_contrastive"] = float(self.loss_sums[-1] / seen)
         return row
 
 
@@ -378,7 +413,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, *, optimizer, scaler, 
     over the ranks under DDP."""
     model.train()
     lr = optimizer.param_groups[0]["lr"]
-    loss_sums = torch.zeros(num_heads + 1, dtype=torch.float64)
+    retrieval = config.contrastive_weight > 0
+    loss_sums = torch.zeros(num_heads + 1 + int(retrieval), dtype=torch.float64)
     seen = 0
     started = time.perf_counter()
     # One process reads to the end of its stream (its workers' shards may hold a batch more than the count
@@ -389,15 +425,17 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, *, optimizer, scaler, 
         from tqdm import tqdm
         batches = tqdm(loader, total=total_steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch")
     steps = 0
-    for step, (images, targets, _, _, _) in enumerate(batches):
+    for step, (images, targets, lats, lons, _) in enumerate(batches):
         if limit is not None and step >= limit:
             break
         images = _to_device_images(images, runtime, config, train=True, channels_last=channels_last)
         targets = targets.to(runtime.device, non_blocking=True)
         with _autocast(runtime, precision):
-            logits = model(images)
+            logits, contrastive = _retrieval_loss(model(images), targets, lats, lons, config)
             losses = [F.cross_entropy(head.float(), targets[:, p]) for p, head in enumerate(logits)]
             loss = torch.stack(losses).sum()
+            if contrastive is not None:
+                loss = loss + config.contrastive_weight * contrastive
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -411,6 +449,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, *, optimizer, scaler, 
         loss_sums[0] += loss.detach().double().cpu() * n
         for p, head_loss in enumerate(losses):
             loss_sums[p + 1] += head_loss.detach().double().cpu() * n
+        if contrastive is not None:
+            loss_sums[-1] += contrastive.detach().double().cpu() * n
         steps += 1
         if hasattr(batches, "set_postfix"):
             # Every step: loss_sums above has brought the loss to the host already, so this adds no device sync.
@@ -567,8 +607,8 @@ def train(config: TrainConfig) -> dict:
                   f"{overlap['overlapping']} are training photos by id or (author, coordinate), "
                   f"{overlap['shared_authors']} have an author with training photos")
 
-    model = GeoNetwork(config.backbone, num_classes,
-                       pretrained_path=config.pretrained if resumed is None else None)
+    model = build_network(config.backbone, num_classes, pretrained=config.pretrained if resumed is None else None,
+                          embedding_dim=config.embedding_dim if config.contrastive_weight > 0 else None)
     precision = _resolve_precision(config, runtime)
     channels_last = config.channels_last if config.channels_last is not None else runtime.device.type == "cuda"
     model = model.to(runtime.device)
