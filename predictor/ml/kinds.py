@@ -15,6 +15,7 @@ from .bundle import BundleError, bundle_directory, read_config, verify_files
 from .geoclip import GEOCLIP_KIND
 from .isn import ISN_KIND
 from .model import GeoModel, ModelKind
+from .vit import VIT_KIND
 
 _KINDS: dict[str, ModelKind] = {}
 
@@ -36,6 +37,7 @@ def unregister_kind(name: str) -> None:
 # The built-in kinds, one line each.
 register_kind(ISN_KIND)
 register_kind(GEOCLIP_KIND)
+register_kind(VIT_KIND)
 
 
 def kind_names() -> list[str]:
