@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from core import images
 from predictor import events, granularity, policy
-from predictor.ml.model import ActivationMaps
+from predictor.ml.model import SEGMENTATION_OVERLAY, ActivationMaps
 from predictor.ml.prediction import ATTENTION_MAP, HIERARCHY
 from predictor.models import Analysis, UploadAudit
 from predictor.policy import FINE, REGION
@@ -158,6 +158,8 @@ def delete_account(*, user) -> None:
 def analysis_files(analysis: Analysis) -> list[str]:
     """Every stored file of an analysis: photo, thumbnail, activation map and the per-cell activation maps."""
     own = [f.name for f in (analysis.image, analysis.thumbnail, analysis.cam) if f]
+    segmentation = (analysis.result or {}).get("segmentation_file")
+    own += [segmentation] if segmentation else []
     return own + list(dict.fromkeys(cell_cam_files(analysis)))  # a fine and a hierarchy cell may share a file
 
 
@@ -370,6 +372,8 @@ def _stream(analysis: Analysis, prediction, *, photo, model, timings: dict) -> N
     estimate = _emit(analysis, {**limiter.estimate_event(), "coarsening_reason": reason})
     _emit(analysis, _cam_event(analysis, photo, prediction, level=level, partitionings=list(model.partitionings),
                                answer_cell=limiter.answer_cell(), answer_label=estimate["label"]))
+    if SEGMENTATION_OVERLAY in prediction.overlays:
+        _emit(analysis, _segmentation_event(analysis, photo, prediction, model=model))
     timings = {**timings, **{f"model_{k}": v for k, v in prediction.timings_ms.items()},
                "events_ms": (time.perf_counter() - start) * 1000}
     created = analysis.created_at
@@ -469,6 +473,31 @@ def _cam_event(analysis: Analysis, photo, prediction, *, level: str, partitionin
     url = _store_cam(analysis, photo, overall)
     cells = _store_cell_cams(analysis, photo, prediction, exposed)
     return events.cam_event(url, cells=cells, caption=caption if url else None, message=message)
+
+
+def _segmentation_event(analysis: Analysis, photo, prediction, *, model) -> dict:
+    """Store the segmentation overlay (through the image door) and build the `segmentation` event that links it."""
+    from predictor.ml.segmentation import class_shares, palette
+
+    classes = prediction.overlays[SEGMENTATION_OVERLAY]
+    count = int((model.config.get("segmentation") or {}).get("num_classes") or int(classes.max()) + 1)
+    size = images.stored_size(photo) if isinstance(photo, bytes) else photo.size
+    png = images.segmentation_overlay_png(size, classes, palette(count))
+    name = default_storage.save(_new_name("seg", "png"), ContentFile(png))
+    old = (analysis.result or {}).get("segmentation_file")
+    result = {**analysis.result, "segmentation_file": name}
+    if not Analysis.objects.filter(pk=analysis.pk, claim_token=analysis.claim_token).update(result=result):
+        default_storage.delete(name)
+        raise AnalysisGone(analysis.pk)
+    analysis.result = result
+    if old and old != name:
+        default_storage.delete(old)  # a re-run after a dead worker replaces the earlier overlay
+    return events.segmentation_event(reverse("analysis-segmentation", args=[analysis.pk]),
+                                     classes=class_shares(classes, count))
+
+
+def segmentation_file(analysis: Analysis) -> str | None:
+    return (analysis.result or {}).get("segmentation_file") or None
 
 
 def _map_of_cell(photo, prediction, partitioning: str, class_index: int):

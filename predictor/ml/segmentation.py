@@ -26,6 +26,9 @@ from .preprocess import IMAGENET_MEAN, IMAGENET_STD
 SEGMENTATION_ARCHS = ("deeplabv3_resnet50", "deeplabv3_resnet101", "deeplabv3_mobilenet_v3_large",
                       "fcn_resnet50", "fcn_resnet101", "tiny")
 VOC_CLASSES = 21
+VOC_LABELS = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+              "dining table", "dog", "horse", "motorbike", "person", "potted plant", "sheep", "sofa", "train",
+              "tv/monitor")
 SEG_CHANNELS = 3
 
 
@@ -146,3 +149,18 @@ class PhotoSegmenter:
 
     def describe(self) -> dict:
         return self.network.describe()
+
+
+def class_labels(num_classes: int) -> list[str]:
+    """Names of a segmentation network's classes: the VOC names for 21 classes, else "class N"."""
+    return list(VOC_LABELS) if num_classes == VOC_CLASSES else [f"class {c}" for c in range(num_classes)]
+
+
+def class_shares(classes: np.ndarray, num_classes: int, *, top: int = 8) -> list[dict]:
+    """The classes covering most of a class map: [{"index", "label", "colour" "#rrggbb", "share"}], largest first."""
+    counts = np.bincount(np.asarray(classes, dtype=np.int64).reshape(-1), minlength=num_classes)[:num_classes]
+    total = max(int(counts.sum()), 1)
+    labels, colours = class_labels(num_classes), palette(num_classes)
+    order = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0][:top]
+    return [{"index": c, "label": labels[c], "colour": "#%02x%02x%02x" % tuple(int(v) for v in colours[c]),
+             "share": round(float(counts[c]) / total, 4)} for c in order]

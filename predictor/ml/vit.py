@@ -29,7 +29,7 @@ from .bundle import (BundleError, BundleWriter, check_weight_shapes, model_card_
                      read_partitionings, require_keys, state_dict_shapes)
 from .cam import class_activation_maps
 from .hierarchy import Hierarchy
-from .model import CROP_INPUT, PHOTO_INPUT, ModelKind, ModelOutput, Runner, ServedNetwork
+from .model import CROP_INPUT, PHOTO_INPUT, SEGMENTATION_OVERLAY, ModelKind, ModelOutput, Runner, ServedNetwork
 from .partitions import Partitioning, tiny_partitionings
 from .prediction import S3_CONCEPTS
 from .preprocess import CropGeometry, CropSpec, aggregate_crops
@@ -39,7 +39,6 @@ from .vit_network import ViTGeoNetwork, network_from_description
 KIND = "vit"
 WEIGHTS = "weights/vit.safetensors"
 SEG_WEIGHTS = "weights/segmentation.safetensors"
-SEGMENTATION_OVERLAY = "segmentation"
 # GeoEstimation's S16 classes (the Places365 hierarchy's level 2), in label order: 0-5 indoor, 6-9 natural,
 # 10-15 urban.
 S16_LABELS = ["shopping and dining", "workplace", "home or hotel", "transportation (indoor)", "sports and leisure "
