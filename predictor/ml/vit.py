@@ -305,3 +305,21 @@ def make_tiny_vit_bundle(path: str | Path, *, seed: int = 0, name: str = "tiny-v
                            untrained=untrained, overwrite=True,
                            model_card={"training_data": f"none: random weights (seed {seed})",
                                        "accuracy": "not measured: untrained"})
+
+
+def random_vit_model(*, partitionings: list[Partitioning], backbone: str = "vit_b_16",
+                     segmentation_arch: str | None = None, scene_classes: int = 3, name: str = "random-vit",
+                     seed: int = 0, device: str | torch.device = "cpu") -> ViTModel:
+    """An untrained ViTModel of real architecture, built in memory (benchmarks)."""
+    torch.manual_seed(seed)
+    network = ViTGeoNetwork(backbone, [len(p) for p in partitionings], scene_classes=scene_classes,
+                            seg_channels=3 if segmentation_arch else 0)
+    segmenter = SegmentationNetwork(segmentation_arch) if segmentation_arch else None
+    config = {"kind": KIND, "architecture": network.describe(),
+              "segmentation": segmenter.describe() if segmenter is not None else None,
+              "scene": {"classes": scene_classes, "labels": scene_labels_for(scene_classes), "untrained": True}}
+    model = ViTModel(name=name, untrained=True, partitionings=list(partitionings), config=config,
+                     network=network.eval(), segmenter=segmenter.eval() if segmenter is not None else None,
+                     hierarchy=Hierarchy(list(partitionings)), crops=CropSpec(),
+                     scene_labels=scene_labels_for(scene_classes))
+    return model.to(device)
