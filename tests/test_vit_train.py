@@ -177,3 +177,34 @@ def test_scene_of_interest_trains_on_that_scene_only(vit_task, tmp_path):
     with pytest.raises(ValueError, match="needs --scene-labels"):
         train(_config(root, tmp_path / "none", scene_labels=None, epochs=1))
     assert math.isfinite(float(_metrics(result["metrics_csv"])[0]["train_loss"]))
+
+
+def test_commands_write_segmented_shards_and_train_a_vit(tmp_path):
+    from django.core.management import call_command
+
+    from tests.train_synthetic import write_csv_dataset
+
+    metadata = write_csv_dataset(tmp_path / "data", 24, seed=31)
+    rows = list(csv.DictReader(open(metadata, newline="")))
+    with open(tmp_path / "scenes.csv", "w", newline="") as handle:  # the MP-16 metadata layout, with S3_Label
+        writer = csv.writer(handle)
+        writer.writerow(["IMG_ID", "LAT", "LON", "S3_Label"])
+        writer.writerows([r["IMG_ID"], r["LAT"], r["LON"], i % 3] for i, r in enumerate(rows))
+    cells = build_partitioning([float(r["LAT"]) for r in rows], [float(r["LON"]) for r in rows], tau_min=2,
+                               tau_max=1000, name="coarse")
+    cells.to_csv(tmp_path / "coarse.csv")
+    torch.manual_seed(0)
+    torch.save(SegmentationNetwork("tiny", 21).net.state_dict(), tmp_path / "seg.pth")
+    call_command("preprocess_images", "--source", "csv", "--metadata", str(metadata), "--images",
+                 str(tmp_path / "data" / "images"), "--output", str(tmp_path / "shards"), "--partitionings",
+                 str(tmp_path / "coarse.csv"), "--val-fraction", "0.25", "--segmentation", str(tmp_path / "seg.pth"),
+                 "--segmentation-arch", "tiny", verbosity=0)
+    assert read_index(tmp_path / "shards" / "train")["segmentation"]["arch"] == "tiny"
+    call_command("train", "--backbone", "vit_tiny", "--train-shards", str(tmp_path / "shards" / "train"),
+                 "--val-shards", str(tmp_path / "shards" / "val"), "--partitionings", str(tmp_path / "coarse.csv"),
+                 "--output", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "8", "--crop-size", "32",
+                 "--workers", "0", "--no-progress", "--scene-labels", str(tmp_path / "scenes.csv"),
+                 "--scene-weight", "2", "--segmentation", "--max-steps-per-epoch", "2")
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["config"]["scene_weight"] == 2 and state["config"]["segmentation"] is True
+    assert network_from_checkpoint(state).seg_channels == 3
