@@ -130,3 +130,25 @@ async def test_upload_streams_scene_estimate_attention_and_segmentation(active_v
         overlay = Image.open(io.BytesIO(b"".join(response.streaming_content)
                                         if response.streaming else response.content))
         assert overlay.mode == "RGBA" and overlay.size == (320, 240)  # the photo's shape, no photo pixels
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_trained_vit_becomes_a_game_opponent(trained_vit, settings):
+    from games import recompute, selectors
+    from games.models import ModelGuess
+    from tests.game_factories import MODEL, make_playable
+
+    registry.install_bundle(trained_vit[0], activate=False)
+    inference.reset_engine()
+    try:
+        images = make_playable(3)
+        job = recompute.start_recompute(images=images, model_name="vit-e2e")
+        recompute.wait_for(job.pk, timeout=120)
+        job.refresh_from_db()
+        assert job.status == "done", job.message
+    finally:
+        inference.reset_engine()
+    guesses = ModelGuess.objects.filter(model_name="vit-e2e")
+    assert guesses.count() == 3
+    assert all(-90 <= g.lat <= 90 and -180 <= g.lon <= 180 for g in guesses)
+    assert set(selectors.choosable_opponents()) == {MODEL, "vit-e2e"}
