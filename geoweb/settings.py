@@ -2,12 +2,19 @@
 
 Embedded defaults (nothing set): SQLite, in-memory channel layer, local-memory cache, the inference worker inside
 the web process, CPU unless a GPU is present. `DATABASE_URL` and `REDIS_URL` switch to PostgreSQL and Redis.
+
+Order: helpers, paths and secrets; apps, middleware, URLs and templates; database; channel layer and caches;
+accounts; static and media files; maps; the game; the predictor and its worker; uploads and their responsible use;
+security headers and the Content Security Policy; rate limits; logging.
 """
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
+from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -69,9 +76,13 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content Security Policy (django-csp; see CONTENT_SECURITY_POLICY below).
+    "csp.middleware.CSPMiddleware",
     # Outside everything that may answer an /api/ request with an error page (CSRF, 404, 405, 413, 429).
     "games.api_errors.JsonApiErrorsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # While the database cannot be reached, requests get a 503 page that asks the client to retry (core/outage.py).
+    "core.outage.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -99,7 +110,8 @@ TEMPLATES = [
     },
 ]
 
-# Database: SQLite beside the data unless DATABASE_URL names another.
+# --- Database ---
+# SQLite beside the data unless DATABASE_URL names another.
 DATABASES = {"default": dj_database_url.config(default=f"sqlite:///{DATA_DIR / 'geoweb.sqlite3'}")}
 # HTTP requests run on a fixed pool of threads (geoweb/http_handler.py). With SQLite each thread keeps its connection
 # between requests: reconnecting cost a game guess about 6 ms of 16 (schema and statements prepared again). With
@@ -117,6 +129,24 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # clients (benchmarks/RESULTS.md): guess throughput 24% -> 42% of a hello-world view, p99 9.3 s -> 1.2 s.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE",
                                        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    _db_options = DATABASES["default"].setdefault("OPTIONS", {})
+    # A dead or black-holed database must turn into a 503 within seconds, not hang a request for minutes.
+    _db_options.setdefault("connect_timeout", env_int("GEOWEB_DB_CONNECT_TIMEOUT", 5))
+    DB_POOL_MAX = env_int("GEOWEB_DB_POOL_MAX", 10)
+    if DB_POOL_MAX > 0 and DATABASES["default"].get("CONN_MAX_AGE", 0) == 0:
+        # Each thread that serves requests (HTTP_THREADS, plus the websocket consumers' database threads) has its
+        # own connection, more than PostgreSQL's default limit of 100 across a few processes. A pool per process
+        # bounds that; a request beyond it waits up to the timeout for a free connection.
+        # reconnect_timeout: while PostgreSQL is away the pool retries a new connection with a doubling delay and
+        # starts no other attempt meanwhile; left at psycopg_pool's 5 minutes, that delay grows to tens of seconds and
+        # requests go on failing long after the database is back. Giving up after a few seconds lets the next
+        # request start a fresh attempt at once, so service comes back within about two seconds of the database.
+        _db_options["pool"] = {"min_size": 1, "max_size": DB_POOL_MAX,
+                               "timeout": float(os.environ.get("GEOWEB_DB_POOL_TIMEOUT", "5")),
+                               "reconnect_timeout": float(os.environ.get("GEOWEB_DB_POOL_RECONNECT_TIMEOUT", "5"))}
+        # Pooled connections are checked before use, so one broken by a database restart is replaced, not used.
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -167,14 +197,15 @@ WHITENOISE_USE_FINDERS = True
 MEDIA_URL = "/media/"
 MEDIA_ROOT = DATA_DIR / "media"
 
-# Maps. The tile server is a setting; the app draws its own Natural Earth basemap under it, so maps stay usable
+# --- Maps ---
+# The tile server is a setting; the app draws its own Natural Earth basemap under it, so maps stay usable
 # when no tile server can be reached.
 MAP_TILE_URL = os.environ.get("GEOWEB_TILE_URL", "https://tile.openstreetmap.org/{z}/{x}/{y}.png")
 MAP_TILE_ATTRIBUTION = os.environ.get(
     "GEOWEB_TILE_ATTRIBUTION", '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
 )
 
-# Game.
+# --- The game ---
 GAME_ROUNDS = env_int("GEOWEB_GAME_ROUNDS", 5)
 GAME_IMAGES_DIR = os.environ.get("GEOWEB_GAME_IMAGES", "")
 IM2GPS_ZIP_URL = os.environ.get("GEOWEB_IM2GPS_ZIP_URL", "http://graphics.cs.cmu.edu/projects/im2gps/gps_query_imgs.zip")
@@ -188,7 +219,7 @@ GAME_OPPONENT_MODELS = env_list("GEOWEB_GAME_OPPONENTS", "")
 GAME_DEFAULT_OPPONENTS = [name.strip() for name in os.environ.get("GEOWEB_GAME_DEFAULT_OPPONENTS", "").split(";")
                           if name.strip()]
 
-# Predictor.
+# --- The predictor and its worker ---
 MODEL_DIR = Path(os.environ.get("GEOWEB_MODEL_DIR", DATA_DIR / "models"))
 ACTIVE_MODEL = os.environ.get("GEOWEB_MODEL", "")
 INFERENCE_DEVICE = os.environ.get("GEOWEB_DEVICE", "auto")
@@ -200,74 +231,13 @@ ENGINE_COMPILE = env_bool("GEOWEB_ENGINE_COMPILE", False)
 EMBEDDED_WORKER = env_bool("GEOWEB_EMBEDDED_WORKER", not REDIS_URL)
 WORKER_HEARTBEAT_TIMEOUT_S = env_int("GEOWEB_WORKER_HEARTBEAT_TIMEOUT", 60)
 
-# Uploads.
+# --- Uploads ---
 UPLOAD_MAX_BYTES = env_int("GEOWEB_UPLOAD_MAX_BYTES", 20 * 1024 * 1024)
 UPLOAD_MAX_PIXELS = env_int("GEOWEB_UPLOAD_MAX_PIXELS", 40_000_000)
 # Longer side : shorter side beyond which a photo is refused at the door (panoramas up to 10:1 pass).
 UPLOAD_MAX_ASPECT_RATIO = float(os.environ.get("GEOWEB_UPLOAD_MAX_ASPECT", "10"))
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
-
-# Security defaults that hold in every mode; the production-only ones switch on with GEOWEB_PRODUCTION.
-SESSION_COOKIE_HTTPONLY = True
-X_FRAME_OPTIONS = "DENY"
-SECURE_CONTENT_TYPE_NOSNIFF = True
-SECURE_REFERRER_POLICY = "same-origin"
-if env_bool("GEOWEB_PRODUCTION", False):
-    SECURE_SSL_REDIRECT = env_bool("GEOWEB_SSL_REDIRECT", True)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
-    SECURE_HSTS_SECONDS = env_int("GEOWEB_HSTS_SECONDS", 31_536_000)
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = True
-ADMIN_PATH = os.environ.get("GEOWEB_ADMIN_PATH", "admin/").strip("/") + "/"
-
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("GEOWEB_LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
-}
-
-# --- Rate limits (core/ratelimit.py): (events, window seconds) per client IP or per user ---
-RATE_LIMITS = {
-    "login": (env_int("GEOWEB_RATE_LOGIN", 20), 300),
-    "signup": (env_int("GEOWEB_RATE_SIGNUP", 10), 3600),
-    "upload": (env_int("GEOWEB_RATE_UPLOAD_IP", 30), 3600),
-    "websocket": (env_int("GEOWEB_RATE_WEBSOCKET", 120), 60),
-    # New games per client IP and, separately, per session (home form and POST /api/games/).
-    "game_start": (env_int("GEOWEB_RATE_GAME_START", 20), 60),
-}
-RATE_LIMIT_TRUST_FORWARDED = env_bool("GEOWEB_TRUST_X_FORWARDED_FOR", False)
-RATE_LIMIT_CACHE = "ratelimit"  # the CACHES alias that holds the counters
-
-# --- Scale-out and reliability (SCALE) ---------------------------------------------------------------------------
-# While the database cannot be reached, requests get a 503 page that asks the client to retry after this long.
-MIDDLEWARE.insert(MIDDLEWARE.index("whitenoise.middleware.WhiteNoiseMiddleware") + 1,
-                  "core.outage.DatabaseUnavailableMiddleware")
-OUTAGE_RETRY_AFTER_S = env_int("GEOWEB_RETRY_AFTER", 10)
-HEALTHZ_TIMEOUT_S = float(os.environ.get("GEOWEB_HEALTHZ_TIMEOUT", "3"))
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    _db_options = DATABASES["default"].setdefault("OPTIONS", {})
-    # A dead or black-holed database must turn into a 503 within seconds, not hang a request for minutes.
-    _db_options.setdefault("connect_timeout", env_int("GEOWEB_DB_CONNECT_TIMEOUT", 5))
-    DB_POOL_MAX = env_int("GEOWEB_DB_POOL_MAX", 10)
-    if DB_POOL_MAX > 0 and DATABASES["default"].get("CONN_MAX_AGE", 0) == 0:
-        # Each thread that serves requests (HTTP_THREADS, plus the websocket consumers' database threads) has its
-        # own connection, more than PostgreSQL's default limit of 100 across a few processes. A pool per process
-        # bounds that; a request beyond it waits up to the timeout for a free connection.
-        # reconnect_timeout: while PostgreSQL is away the pool retries a new connection with a doubling delay and
-        # starts no other attempt meanwhile; left at psycopg_pool's 5 minutes, that delay grows to tens of seconds and
-        # requests go on failing long after the database is back. Giving up after a few seconds lets the next
-        # request start a fresh attempt at once, so service comes back within about two seconds of the database.
-        _db_options["pool"] = {"min_size": 1, "max_size": DB_POOL_MAX,
-                               "timeout": float(os.environ.get("GEOWEB_DB_POOL_TIMEOUT", "5")),
-                               "reconnect_timeout": float(os.environ.get("GEOWEB_DB_POOL_RECONNECT_TIMEOUT", "5"))}
-        # Pooled connections are checked before use, so one broken by a database restart is replaced, not used.
-        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 # --- Upload analysis (predictor/services.py, predictor/worker.py) ---
 # Kill switch: with uploads off, /analyze/ explains that analysis is paused and accepts nothing.
@@ -286,8 +256,6 @@ UPLOAD_CELL_CAMS = env_int("GEOWEB_UPLOAD_CELL_CAMS", 5)
 # How precise an upload's answer may be: "country", "region" (coarse cells, country/region names) or "fine".
 UPLOAD_GRANULARITY = os.environ.get("GEOWEB_UPLOAD_GRANULARITY", "region").strip().lower()
 if UPLOAD_GRANULARITY not in ("country", "region", "fine"):
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured("GEOWEB_UPLOAD_GRANULARITY must be country, region or fine")
 UPLOAD_STAFF_FINE = env_bool("GEOWEB_UPLOAD_STAFF_FINE", False)  # staff see fine results of their own uploads
 UPLOAD_COARSEN_INDOOR = env_bool("GEOWEB_UPLOAD_COARSEN_INDOOR", True)  # indoor scenes: country level only
@@ -295,12 +263,26 @@ UPLOAD_FACE_DETECTION = env_bool("GEOWEB_UPLOAD_FACE_DETECTION", True)  # faces 
 TERMS_VERSION = os.environ.get("GEOWEB_TERMS_VERSION", "2026-11")  # a new version asks everyone to accept again
 ABUSE_REPORT_EMAIL = os.environ.get("GEOWEB_ABUSE_EMAIL", "abuse@localhost")
 
+# --- Security headers ---
+# These hold in every mode; the production-only ones switch on with GEOWEB_PRODUCTION.
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if env_bool("GEOWEB_PRODUCTION", False):
+    SECURE_SSL_REDIRECT = env_bool("GEOWEB_SSL_REDIRECT", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("GEOWEB_HSTS_SECONDS", 31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+# The admin's URL prefix: a deployment may move it off the well-known /admin/.
+ADMIN_PATH = os.environ.get("GEOWEB_ADMIN_PATH", "admin/").strip("/") + "/"
+
 # --- Content Security Policy (django-csp 4.0) ---
 # Django 6's built-in CSP needs Python 3.12; this project runs on 3.11, so the django-csp package sends the header.
 # Only this site's own scripts, styles and connections (websockets included), plus images from the tile server.
-from urllib.parse import urlsplit  # noqa: E402
-
-from csp.constants import NONE, SELF  # noqa: E402
 
 
 def _tile_source(url: str) -> list[str]:
@@ -311,7 +293,6 @@ def _tile_source(url: str) -> list[str]:
     return [f"{parts.scheme}://{host}"]
 
 
-MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1, "csp.middleware.CSPMiddleware")
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
@@ -325,4 +306,30 @@ CONTENT_SECURITY_POLICY = {
         "form-action": [SELF],
         "frame-ancestors": [NONE],
     },
+}
+
+# --- Rate limits (core/ratelimit.py): (events, window seconds) per client IP or per user ---
+RATE_LIMITS = {
+    "login": (env_int("GEOWEB_RATE_LOGIN", 20), 300),
+    "signup": (env_int("GEOWEB_RATE_SIGNUP", 10), 3600),
+    "upload": (env_int("GEOWEB_RATE_UPLOAD_IP", 30), 3600),
+    "websocket": (env_int("GEOWEB_RATE_WEBSOCKET", 120), 60),
+    # New games per client IP and, separately, per session (home form and POST /api/games/).
+    "game_start": (env_int("GEOWEB_RATE_GAME_START", 20), 60),
+}
+RATE_LIMIT_TRUST_FORWARDED = env_bool("GEOWEB_TRUST_X_FORWARDED_FOR", False)
+RATE_LIMIT_CACHE = "ratelimit"  # the CACHES alias that holds the counters
+
+# --- Outages (core/outage.py, geoweb/health.py) ---
+# While the database cannot be reached, requests get a 503 page that asks the client to retry after this long.
+OUTAGE_RETRY_AFTER_S = env_int("GEOWEB_RETRY_AFTER", 10)
+HEALTHZ_TIMEOUT_S = float(os.environ.get("GEOWEB_HEALTHZ_TIMEOUT", "3"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("GEOWEB_LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
 }

@@ -5,6 +5,7 @@ is Debian's Chromium at /usr/bin/chromium driven by Playwright.
 """
 from __future__ import annotations
 
+import asyncio
 import io
 import multiprocessing
 import os
@@ -23,8 +24,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 def pytest_configure(config):
     # No tile server in tests: the map draws the app's own basemap only.
     os.environ.setdefault("GEOWEB_TILE_URL", "")
-    # Playwright's sync API keeps an event loop in the main thread; the ORM calls tests make there are safe.
-    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 @pytest.hookimpl(trylast=True)
@@ -62,6 +61,36 @@ def _fresh_rate_limits():
     for alias in settings.CACHES:
         caches[alias].clear()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _no_playwright_loop(request):
+    """Playwright's sync API (session-scoped `browser`) leaves its event loop marked as running in the main thread,
+    and pytest-asyncio (or asyncio.run) then refuses to start a test's loop; every test that does not drive the
+    browser gets it hidden for its length."""
+    if {"browser", "page"} & set(request.fixturenames):
+        yield
+        return
+    playwright_loop = asyncio._get_running_loop()
+    asyncio._set_running_loop(None)
+    yield
+    asyncio._set_running_loop(playwright_loop)
+
+
+@pytest.fixture
+def tiny_model(tiny_bundle, settings):
+    """The tiny random-weight bundle installed and active in this test's MODEL_DIR, the full answer streamed (no
+    upload limits), no worker behind the test's back; the engine closed after."""
+    from predictor import inference, registry, worker
+
+    settings.EMBEDDED_WORKER = False  # this process must not run jobs behind the test's back
+    # These tests are about the stream itself: the full answer, not the upload limits (tests/test_responsible_*).
+    settings.UPLOAD_GRANULARITY = "fine"
+    settings.UPLOAD_COARSEN_INDOOR = False
+    worker.stop_embedded_worker()
+    registry.install_bundle(tiny_bundle)
+    yield
+    inference.reset_engine()
 
 
 def make_jpeg(width: int = 64, height: int = 48, colour=(200, 120, 40), **save_kwargs) -> bytes:
@@ -198,10 +227,20 @@ def browser():
         pytest.fail(f"Chromium is not installed at {CHROMIUM}: run `make chromium`")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield instance
-        instance.close()
+    # From here on Playwright's event loop runs in the main thread, where the browser tests (which run last) make
+    # their ORM calls; Django's guard against ORM calls on an event loop is switched off for them only.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            yield instance
+            instance.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture
@@ -214,6 +253,32 @@ def page(browser):
     tab.js_errors = errors
     yield tab
     context.close()
+
+
+def photo_with_gps() -> bytes:
+    """A 640 x 480 JPEG with EXIF GPS (Paris), as a phone would upload it."""
+    from PIL import Image
+
+    image = Image.new("RGB", (640, 480), (90, 140, 200))
+    image.paste((40, 120, 40), (0, 300, 640, 480))
+    exif = Image.Exif()
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)}
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def wait_for_result(page):
+    page.wait_for_selector("#analysis-root[data-stage=done]", timeout=60_000)
+    assert page.is_visible("#scene") and page.is_visible("#estimate")
+    assert page.locator("#s3-bars .bar-row").count() == 3
+    assert page.locator("#places365 li").count() == 5
+    return {
+        "cells": page.locator("path.heat-cell").count(),
+        "estimate": page.inner_text("#estimate-label"),
+        "candidates": page.locator("#candidates li").all_inner_texts(),
+        "s3": page.locator("#s3-bars").inner_text(),
+    }
 
 
 def browser_login(page, base_url: str, username: str, password: str):

@@ -29,9 +29,8 @@ from predictor.ml.isn import save_model
 from predictor.ml.kinds import load_bundle
 from predictor.ml.prediction import S3_CONCEPTS
 from predictor.models import Analysis
-from tests.conftest import browser_login, make_jpeg
-from tests.test_upload_browser import photo_with_gps
-from tests.test_upload_stream import open_socket
+from tests.conftest import browser_login, make_jpeg, photo_with_gps
+from tests.streaming import open_socket
 
 
 def bundle_seeing(concept: str, tiny_bundle, folder) -> object:

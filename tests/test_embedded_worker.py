@@ -17,7 +17,7 @@ from channels.db import database_sync_to_async
 from predictor import inference, registry, selectors, services, worker
 from predictor.models import Analysis
 from tests.conftest import make_jpeg
-from tests.test_upload_stream import ORDER, _no_playwright_loop, open_socket, receive_until  # noqa: F401
+from tests.streaming import ORDER, open_socket, receive_until
 
 CAP_MB = 6144
 

@@ -10,9 +10,8 @@ from django.db.backends.signals import connection_created
 
 from geoweb.asgi import application
 from geoweb.http_handler import PooledSyncASGIHandler
-from tests.test_upload_stream import _no_playwright_loop  # noqa: F401 (fixture)
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("_no_playwright_loop")]
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(autouse=True)

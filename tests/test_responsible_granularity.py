@@ -15,7 +15,7 @@ from predictor import granularity, inference, registry, services, worker
 from predictor.models import Analysis
 from predictor.ml.prediction import HIERARCHY
 from tests.conftest import make_jpeg
-from tests.test_upload_stream import _no_playwright_loop, open_socket, receive_until  # noqa: F401 (fixture)
+from tests.streaming import open_socket, receive_until
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from predictor import inference, registry, services, worker
 from predictor.consumers import CLOSE_TOO_MANY, MAX_CLIENT_MESSAGES
 from predictor.models import Analysis, SiteSettings, UploadAudit
 from tests.conftest import make_jpeg
-from tests.test_upload_stream import _no_playwright_loop, open_socket  # noqa: F401 (fixture)
+from tests.streaming import open_socket
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from core import ratelimit
 from core.models import LockOut
 from predictor import services
 from tests.conftest import make_jpeg
-from tests.test_upload_stream import _no_playwright_loop, session_cookie  # noqa: F401
+from tests.streaming import session_cookie
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGNUP = {"password1": "correct-horse-battery-9", "password2": "correct-horse-battery-9"}

@@ -7,8 +7,7 @@ import pytest
 from predictor import policy, registry
 from predictor.ml.isn import save_bundle
 from predictor.ml.kinds import load_bundle
-from tests.conftest import browser_login
-from tests.test_upload_browser import photo_with_gps, wait_for_result
+from tests.conftest import browser_login, photo_with_gps, wait_for_result
 
 
 @pytest.mark.browser

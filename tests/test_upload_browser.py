@@ -8,30 +8,9 @@ from PIL import Image
 
 from predictor import policy, registry
 from predictor.models import Analysis
-from tests.conftest import browser_login
+from tests.conftest import browser_login, photo_with_gps, wait_for_result
 
 
-def photo_with_gps() -> bytes:
-    image = Image.new("RGB", (640, 480), (90, 140, 200))
-    image.paste((40, 120, 40), (0, 300, 640, 480))
-    exif = Image.Exif()
-    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)}
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", exif=exif.tobytes())
-    return buffer.getvalue()
-
-
-def wait_for_result(page):
-    page.wait_for_selector("#analysis-root[data-stage=done]", timeout=60_000)
-    assert page.is_visible("#scene") and page.is_visible("#estimate")
-    assert page.locator("#s3-bars .bar-row").count() == 3
-    assert page.locator("#places365 li").count() == 5
-    return {
-        "cells": page.locator("path.heat-cell").count(),
-        "estimate": page.inner_text("#estimate-label"),
-        "candidates": page.locator("#candidates li").all_inner_texts(),
-        "s3": page.locator("#s3-bars").inner_text(),
-    }
 
 
 @pytest.mark.browser

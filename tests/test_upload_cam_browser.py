@@ -9,8 +9,7 @@ from predictor.ml.isn import save_model
 from predictor.ml.kinds import load_bundle
 from predictor.ml.prediction import S3_CONCEPTS
 from predictor.models import Analysis
-from tests.conftest import browser_login
-from tests.test_upload_browser import photo_with_gps
+from tests.conftest import browser_login, photo_with_gps
 
 
 @pytest.fixture

@@ -14,76 +14,7 @@ from django.test import Client
 from predictor import events, inference, registry, services, worker
 from predictor.models import Analysis
 from tests.conftest import make_jpeg
-
-ORDER = ["scene", "partitions", "heatmap", "estimate", "cam", "done"]
-
-
-@pytest.fixture(autouse=True)
-def _no_playwright_loop():
-    """Playwright's sync API (session-scoped `browser`) leaves its event loop marked as running in the main thread,
-    and pytest-asyncio then refuses to start a test's loop; hide it for the length of these tests."""
-    playwright_loop = asyncio._get_running_loop()
-    asyncio._set_running_loop(None)
-    yield
-    asyncio._set_running_loop(playwright_loop)
-
-
-@pytest.fixture
-def tiny_model(tiny_bundle, settings):
-    """The tiny random-weight bundle installed and active in this test's MODEL_DIR; the engine closed after."""
-    settings.EMBEDDED_WORKER = False  # this process must not run jobs behind the test's back
-    # These tests are about the stream itself: the full answer, not the upload limits (tests/test_responsible_*).
-    settings.UPLOAD_GRANULARITY = "fine"
-    settings.UPLOAD_COARSEN_INDOOR = False
-    worker.stop_embedded_worker()
-    registry.install_bundle(tiny_bundle)
-    yield
-    inference.reset_engine()
-
-
-def session_cookie(user) -> bytes:
-    client = Client()
-    client.force_login(user)
-    return f"sessionid={client.cookies['sessionid'].value}".encode()
-
-
-async def open_socket(analysis_id: int, user=None) -> WebsocketCommunicator:
-    from geoweb.asgi import application
-
-    headers = [(b"origin", b"http://localhost"), (b"host", b"localhost")]
-    if user is not None:
-        headers.append((b"cookie", await database_sync_to_async(session_cookie)(user)))
-    communicator = WebsocketCommunicator(application, f"/ws/analysis/{analysis_id}/", headers=headers)
-    connected, _ = await communicator.connect(timeout=5)
-    assert connected
-    return communicator
-
-
-async def receive_until(communicator, last: set[str], timeout: float = 20) -> list[dict]:
-    messages = []
-    while True:
-        message = await communicator.receive_json_from(timeout=timeout)
-        messages.append(message)
-        if message["type"] in last:
-            return messages
-
-
-def without_replay_flag(event: dict) -> dict:
-    return {k: v for k, v in event.items() if k != "replay"}
-
-
-def new_analysis(user) -> Analysis:
-    return services.create_analysis(owner=user, data=make_jpeg(320, 240))
-
-
-async def run_queued():
-    def work():
-        claimed = services.claim_analyses(worker_id="test-worker", limit=8)
-        services.run_analyses(analyses=claimed)
-        return len(claimed)
-
-    return await database_sync_to_async(work)()
-
+from tests.streaming import ORDER, new_analysis, open_socket, receive_until, run_queued, without_replay_flag
 
 @pytest.mark.django_db(transaction=True)
 async def test_owner_gets_stages_in_order_and_the_stored_result_equals_the_stream(tiny_model, user):

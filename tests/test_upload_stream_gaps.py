@@ -6,15 +6,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from predictor import events
-from tests.test_upload_stream import (  # noqa: F401 - fixtures used by name
-    ORDER,
-    _no_playwright_loop,
-    new_analysis,
-    open_socket,
-    receive_until,
-    run_queued,
-    tiny_model,
-)
+from tests.streaming import ORDER, new_analysis, open_socket, receive_until, run_queued
 
 
 @pytest.mark.django_db(transaction=True)

@@ -29,9 +29,8 @@ from predictor.models import Analysis
 from tests import hostile_corpus
 from tests.conftest import _forked_daphne_process_class, _make_application
 from tests.scaleout_harness import watch_analysis
-from tests.test_upload_stream import _no_playwright_loop  # noqa: F401 (fixture)
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("_no_playwright_loop")]
+pytestmark = [pytest.mark.slow]
 
 # Far below the ~10 GB the activation map of a 2048 x 1 strip used to ask for; the worker needs about half of it.
 CAP_MB = 6144
