@@ -3,7 +3,6 @@ steps, exported with its segmentation network, installed and evaluated; then a p
 the ViT's own head), estimate, attention map and segmentation overlay received over the websocket."""
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 
@@ -20,18 +19,10 @@ from predictor.ml.segmentation import PhotoSegmenter, SegmentationNetwork
 from predictor.ml.train.cells import build_partitioning
 from predictor.ml.train.loop import TrainConfig, train
 from predictor.ml.train.shards import preprocess_photos
-from tests.test_upload_stream import new_analysis, open_socket, receive_until, run_queued
+from tests.streaming import new_analysis, open_socket, receive_until, run_queued
 from tests.train_synthetic import synthetic_photos
 
 ORDER = ["scene", "partitions", "heatmap", "estimate", "cam", "segmentation", "done"]
-
-
-@pytest.fixture(autouse=True)
-def _no_playwright_loop():
-    playwright_loop = asyncio._get_running_loop()
-    asyncio._set_running_loop(None)
-    yield
-    asyncio._set_running_loop(playwright_loop)
 
 
 @pytest.fixture(scope="module")
