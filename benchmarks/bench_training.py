@@ -248,7 +248,7 @@ def main() -> None:
         rates["model"] = measure_model(step, args)
         rates["train"] = measure_training(loader, step, args)
     for name, rate in rates.items():
-        print(f"{name:>6}: {rate:9.1f} img/s")
+        print(f"{name:>6}: {rate:9.1f} img/s" if rate >= 10 else f"{name:>6}: {rate:9.3g} img/s")
     limit = "data loading" if rates["loader"] < rates["model"] else "the model (GPU/CPU compute)"
     print(f"limit: {limit}")
 

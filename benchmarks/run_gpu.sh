@@ -40,7 +40,7 @@ if [ $SMOKE = 1 ]; then
            --latency-runs 1 --skip-naive)
   INF_VIT=(--cells tiny --backbone vit_tiny --batch-sizes 1 --images 1 --model-repeats 1 --latency-runs 1 --skip-naive)
   SEG=tiny
-  TRAIN=(--batch-size 4 --workers 1 --steps 2 --warmup 1 --heads 10 20 30)
+  TRAIN=(--backbone tiny --batch-size 4 --workers 1 --steps 2 --warmup 1 --heads 10 20 30)
   TRAIN_VIT=(--backbone vit_tiny)
   SHARD_IMAGES=16
   MEMORY=(--model demo --batches 1)
