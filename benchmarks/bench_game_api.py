@@ -13,6 +13,20 @@ Each endpoint runs in its own timed phase. Before the guess phase every round of
 shown, so consecutive guesses need no `next` call in between (this isolates the cost of the guess itself).
 
     .venv/bin/python benchmarks/bench_game_api.py --clients 50 --seconds 15
+
+Open loop (--open-loop): what players feel rather than saturation. Each simulated player plays whole games as a
+browser does (start, then per round: next, the photo, a guess; the summary at the end), pausing a random think time
+(exponential, mean --think seconds) before each action, and waits for each answer before thinking again. For each
+number of players in --players the run reports p50/p99 per endpoint over --seconds after a ramp-in, and the
+largest number of players served with p99 <= --p99-ms on every endpoint:
+
+    .venv/bin/python benchmarks/bench_game_api.py --open-loop --players 100,250,500,1000 --think 5 --seconds 40
+
+Setups (issue 15 §5), measured back to back with the same arguments:
+  --server daphne --handler pooled   the embedded default (geoweb/http_handler.py)
+  --server daphne --handler stock    Django's stock ASGI handler (benchmarks/asgi_stock.py), CONN_MAX_AGE=0
+  --server gunicorn                  WSGI (geoweb/wsgi.py) under gunicorn's gthread workers; in that deployment Daphne
+                                     serves only /ws/, which this benchmark does not use (pip install gunicorn)
 """
 from __future__ import annotations
 
@@ -21,6 +35,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import shutil
 import socket
 import subprocess
@@ -196,6 +211,26 @@ def wait_for_port(port: int, timeout: float = 60) -> None:
     raise RuntimeError("the server did not start")
 
 
+def wait_until_serving(port: int, timeout: float = 180) -> None:
+    """Until the home page answers 200: a server may bind its port long before its workers have loaded Django."""
+    async def probe() -> int:
+        client = HttpClient("127.0.0.1", port)
+        try:
+            return (await asyncio.wait_for(client.request("GET", "/"), 30))[0]
+        finally:
+            await client.close()
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if asyncio.run(probe()) == 200:
+                return
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("the server did not answer the home page")
+
+
 def mark_rounds_shown(env: dict) -> None:
     # Done by the ORM outside the server: lets the guess phase send guesses back to back without `next`.
     code = ("import django; django.setup(); from django.utils import timezone; from games.models import Round; "
@@ -258,6 +293,93 @@ async def drive(port: int, args, env: dict) -> list[Phase]:
     return phases[1:]
 
 
+# --- open loop: players with think time ----------------------------------------------------------------------------
+
+OPEN_LOOP_ENDPOINTS = ("start", "next", "photo", "guess", "summary")
+
+
+async def open_loop_level(port: int, players: int, think_s: float, seconds: float, rounds: int,
+                          seed: int) -> dict[str, Phase]:
+    """`players` players for a ramp-in of 2 think times plus `seconds` measured; latencies of requests sent in the
+    measured window, per endpoint."""
+    rng = random.Random(seed)
+    phases = {name: Phase(name) for name in OPEN_LOOP_ENDPOINTS}
+    ramp_s = 2 * think_s
+    t0 = time.perf_counter()
+    measure_from, stop_at = t0 + ramp_s, t0 + ramp_s + seconds
+
+    async def timed(name, client, method, path, body=None):
+        sent = time.perf_counter()
+        status, content = await client.request(method, path, body)
+        if measure_from <= sent < stop_at:
+            phases[name].latencies.append(time.perf_counter() - sent)
+            if status >= 400:
+                phases[name].errors += 1
+                if phases[name].errors == 1:
+                    print(f"  first error in {name}: {status} {content[:200]!r}", file=sys.stderr)
+        return status, content
+
+    async def think():
+        await asyncio.sleep(rng.expovariate(1.0 / think_s))
+
+    async def player(i):
+        client = HttpClient("127.0.0.1", port)
+        await asyncio.sleep(rng.uniform(0, ramp_s))  # players arrive over the ramp-in, not all at once
+        try:
+            status, _ = await client.request("GET", "/")
+            assert status == 200, status
+            while time.perf_counter() < stop_at:
+                await think()
+                status, body = await timed("start", client, "POST", "/api/games/", {})
+                if status != 201:
+                    continue
+                key = json.loads(body)["key"]
+                for index in range(rounds):
+                    await think()
+                    status, body = await timed("next", client, "POST", f"/api/games/{key}/next/", {})
+                    if status != 200:
+                        break
+                    await timed("photo", client, "GET", json.loads(body)["round"]["photo_url"])
+                    await think()
+                    await timed("guess", client, "POST", f"/api/games/{key}/guess/",
+                                {"round": index, "lat": rng.uniform(-60, 60), "lon": rng.uniform(-180, 180)})
+                    if time.perf_counter() >= stop_at:
+                        return
+                await think()
+                await timed("summary", client, "GET", f"/api/games/{key}/summary/")
+        finally:
+            await client.close()
+
+    await asyncio.gather(*(player(i) for i in range(players)))
+    for phase in phases.values():
+        phase.elapsed = seconds
+    return phases
+
+
+def p99_ms(phase: Phase) -> float:
+    ordered = sorted(phase.latencies)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000 if ordered else float("nan")
+
+
+def run_open_loop(port: int, args) -> None:
+    served = 0
+    for level, players in enumerate(int(n) for n in args.players.split(",")):
+        phases = asyncio.run(open_loop_level(port, players, args.think, args.seconds, args.rounds, seed=level))
+        worst = max((p99_ms(p) for p in phases.values() if p.latencies), default=float("inf"))
+        errors = sum(p.errors for p in phases.values())
+        ok = worst <= args.p99_ms and errors == 0
+        served = players if ok else served
+        total = sum(len(p.latencies) for p in phases.values())
+        print(f"{players:>5} players: {total / args.seconds:7.1f} req/s, worst p99 {worst:8.1f} ms, {errors} errors"
+              f"  -> {'served' if ok else 'NOT served'} at p99 <= {args.p99_ms:.0f} ms")
+        for phase in phases.values():
+            print("    " + phase.row())
+        if not ok and not args.keep_going:
+            break
+    print(f"players served with p99 <= {args.p99_ms:.0f} ms on every endpoint: {served}"
+          f"{' (goal 1,000: met)' if served >= 1000 else ' (goal 1,000: MISSED)'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=50)
@@ -266,8 +388,19 @@ def main() -> None:
     parser.add_argument("--sqlite-plain", action="store_true",
                         help="run SQLite as it comes (rollback journal, deferred transactions), not the defaults")
     parser.add_argument("--keep", action="store_true", help="keep the throwaway data directory")
-    parser.add_argument("--server", choices=("daphne", "uvicorn"), default="daphne",
-                        help="ASGI server to measure (uvicorn is not a project requirement: pip install it first)")
+    parser.add_argument("--server", choices=("daphne", "uvicorn", "gunicorn"), default="daphne",
+                        help="server to measure (uvicorn and gunicorn are not project requirements: pip install "
+                             "them first)")
+    parser.add_argument("--handler", choices=("pooled", "stock"), default="pooled",
+                        help="HTTP handler under an ASGI server: geoweb/http_handler.py or Django's stock one")
+    parser.add_argument("--gunicorn-workers", type=int, default=2 * (os.cpu_count() or 1) + 1)
+    parser.add_argument("--gunicorn-threads", type=int, default=8)
+    parser.add_argument("--open-loop", action="store_true", help="players with think time instead of saturation")
+    parser.add_argument("--players", default="100,250,500,1000", help="open loop: player counts, in order")
+    parser.add_argument("--think", type=float, default=5.0, help="open loop: mean think time before each action (s)")
+    parser.add_argument("--rounds", type=int, default=5, help="open loop: rounds per game (settings.GAME_ROUNDS)")
+    parser.add_argument("--p99-ms", type=float, default=150.0, help="open loop: latency a player should get")
+    parser.add_argument("--keep-going", action="store_true", help="open loop: measure every level even after a miss")
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="geoweb-game-bench-"))
@@ -277,28 +410,51 @@ def main() -> None:
         env["GEOWEB_BENCH_SQLITE_PLAIN"] = "1"
     env.pop("DATABASE_URL", None)
     env.pop("REDIS_URL", None)
+    if args.handler == "stock" or args.server == "gunicorn":
+        env["GEOWEB_DB_CONN_MAX_AGE"] = "0" if args.handler == "stock" and args.server != "gunicorn" else "600"
+    application = "benchmarks.asgi_stock:application" if args.handler == "stock" else "geoweb.asgi:application"
+    if args.server == "gunicorn":
+        env["DJANGO_SETTINGS_MODULE"] = "benchmarks.game_bench_settings"
     server = None
     try:
         prepare_data(data_dir, args.images, env)
         port = free_port()
         if args.server == "daphne":
-            command = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "geoweb.asgi:application"]
-        else:
+            command = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), application]
+        elif args.server == "uvicorn":
             command = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-                       "--lifespan", "off", "geoweb.asgi:application"]
+                       "--lifespan", "off", application]
+        else:
+            command = ["-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-k", "gthread",
+                       "-w", str(args.gunicorn_workers), "--threads", str(args.gunicorn_threads), "--preload",
+                       "--keep-alive", "75", "--backlog", "4096", "geoweb.wsgi:application"]
         server = subprocess.Popen([PYTHON, *command], cwd=ROOT, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_for_port(port)
+        wait_until_serving(port)
+        setup = (f"{args.server}" + ("" if args.server == "gunicorn" else f" ({args.handler} handler)")
+                 + (f", {args.gunicorn_workers} workers x {args.gunicorn_threads} threads"
+                    if args.server == "gunicorn" else ""))
+        if args.open_loop:
+            print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; {setup}, "
+                  f"SQLite (WAL, IMMEDIATE); open loop, think {args.think:.0f} s, {args.seconds:.0f} s per level; "
+                  f"load average before: {os.getloadavg()[0]:.1f}")
+            run_open_loop(port, args)
+            return
         phases = asyncio.run(drive(port, args, env))
     finally:
         if server is not None:
             server.terminate()
-            server.wait(timeout=10)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(timeout=10)
         if not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
     hello = phases[0].rate
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-          f"{args.server}, SQLite{' (plain: rollback journal, deferred)' if args.sqlite_plain else ' (WAL, IMMEDIATE)'}, {args.clients} concurrent clients, {args.seconds:.0f} s per phase")
+          f"{setup}, SQLite{' (plain: rollback journal, deferred)' if args.sqlite_plain else ' (WAL, IMMEDIATE)'}, {args.clients} concurrent clients, {args.seconds:.0f} s per phase")
     for phase in phases:
         ratio = f"  = {phase.rate / hello * 100:5.1f}% of hello" if phase.name != "hello" and hello else ""
         print(phase.row() + ratio)

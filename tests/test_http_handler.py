@@ -86,3 +86,23 @@ async def test_more_concurrent_requests_than_threads_are_all_answered(settings):
     responses = await asyncio.gather(*(_request(app, "GET", "/") for _ in range(12)))
     assert [r["status"] for r in responses] == [200] * 12
     assert app._threads()._max_workers == 2
+
+
+# The Django release geoweb/http_handler.py was last audited against. It reuses BaseHandler.load_middleware,
+# ASGIHandler.handle / get_response_async and close_old_connections; a new release may change any of them.
+AUDITED_DJANGO = (5, 2)
+
+
+@pytest.mark.django_db(transaction=False)
+def test_the_handler_was_audited_for_this_django_release():
+    import django
+
+    assert django.VERSION[:2] == AUDITED_DJANGO, (
+        f"Django {django.get_version()} is not the release geoweb/http_handler.py was audited for "
+        f"({'.'.join(map(str, AUDITED_DJANGO))}). Before moving AUDITED_DJANGO, re-check against the new "
+        "django/core/handlers/asgi.py and base.py: (1) ASGIHandler.__init__ still only builds the middleware chain "
+        "(PooledSyncASGIHandler skips it and calls load_middleware(is_async=False)); (2) ASGIHandler.handle still "
+        "awaits get_response_async(request) for every request; (3) request_started / request_finished still do only "
+        "connection housekeeping (close_old_connections) that _respond repeats on its own thread; (4) async views "
+        "are still told apart by the resolver match's func. Then re-run benchmarks/bench_game_api.py --open-loop "
+        "with --handler pooled and --handler stock; if the stock handler is within 10 %, delete the pooled one.")
