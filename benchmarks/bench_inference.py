@@ -8,6 +8,11 @@ and the single-photo latency p50 of the engine. Random weights (throughput does 
 
     .venv/bin/python benchmarks/bench_inference.py --device cpu --batch-sizes 1,2,4 --images 8
     .venv/bin/python benchmarks/bench_inference.py --device cuda --batch-sizes 1,8,32,64,128,256 --compile
+    .venv/bin/python benchmarks/bench_inference.py --kind vit --backbone vit_b_16 [--segmentation deeplabv3_resnet50]
+
+With --kind vit the model is one multi-task ViT (its own scene head; (a) runs it on the crops, plus the
+segmentation network on the crops and the whole photo with --segmentation), and a last line states what the
+segmentation network costs per upload on its own.
 """
 from __future__ import annotations
 
@@ -85,6 +90,59 @@ def bench_engine(engine: InferenceEngine, photos: list[bytes], clients: int) -> 
     return len(photos) / (time.perf_counter() - start)
 
 
+def _rate(value: float) -> str:
+    """Images/s with one decimal, or three significant digits below 10 (a ViT-B on a laptop CPU)."""
+    return f"{value:.1f}" if value >= 10 else f"{value:.3g}"
+
+
+def _timed(step, device, repeats: int) -> float:
+    """Seconds per call of `step` after three warm-up calls."""
+    for _ in range(3):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    sync(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def _autocast(device, precision: str):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return (torch.autocast(device_type=device.type, dtype=dtype) if dtype else torch.autocast(
+        device_type=device.type, enabled=False))
+
+
+def bench_vit_model_only(model, device, batch: int, repeats: int, compile_: bool, precision: str) -> float:
+    """(a) for a vit model: its served networks (ViT on the crops, segmentation on the whole photos) on tensors
+    already on the device."""
+    k = model.crops.num_crops
+    inputs = {"crops": torch.randn(batch * k, 3, 224, 224, device=device),
+              "whole photo": torch.randn(batch, 3, 224, 224, device=device)}
+    served = [(torch.compile(s.module, mode="reduce-overhead" if device.type == "cuda" else "default", dynamic=False)
+               if compile_ else s.module, s.input) for s in model.served_networks()]
+
+    def step():
+        for module, name in served:
+            module(inputs[name])
+
+    with torch.inference_mode(), _autocast(device, precision):
+        return batch / _timed(step, device, repeats)
+
+
+def segmentation_cost_ms(model, device, precision: str, repeats: int) -> tuple[float, float]:
+    """(ms of the segmentation network per upload: on the k crops the ViT reads and on the whole photo for the
+    overlay, ms of the rest: the ViT on the k crops), eager, batch 1."""
+    k = model.crops.num_crops
+    crops = torch.randn(k, 3, 224, 224, device=device)
+    photo = torch.randn(1, 3, 224, 224, device=device)
+    with torch.inference_mode(), _autocast(device, precision):
+        seg = _timed(lambda: (model.segmenter(crops), model.segmenter(photo)), device, repeats)
+        x = model.served.network_input(crops)
+        vit = _timed(lambda: model.network(x), device, repeats)
+    return seg * 1000, vit * 1000
+
+
 def bench_model_only(model, device, batch: int, repeats: int, compile_: bool, precision: str) -> float:
     """(a) Images/s of scene net + routed geo nets on tensors already on the device (photos spread over concepts)."""
     k = model.crops.num_crops
@@ -134,18 +192,35 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--latency-runs", type=int, default=15)
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--model-repeats", type=int, help="(a) batches timed (default max(2, 32 / batch))")
+    parser.add_argument("--kind", choices=["isn", "vit"], default="isn",
+                        help="isn (scene net + ISNs, --backbone resnet50) or vit (--backbone vit_b_16)")
+    parser.add_argument("--segmentation", metavar="ARCH",
+                        help="vit: with a segmentation network of this architecture (e.g. deeplabv3_resnet50)")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
     width, height = (int(v) for v in args.image_size.split("x"))
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     precision = args.precision if args.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    scene = (f"own scene head, segmentation {args.segmentation or 'none'}" if args.kind == "vit"
+             else f"scene {args.scene_backbone}")
     print(f"# device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu'}, "
-          f"{torch.get_num_threads()} threads), torch {torch.__version__}, backbone {args.backbone}, scene "
-          f"{args.scene_backbone}, cells {args.cells}, photos {width}x{height} JPEG, precision {precision}")
+          f"{torch.get_num_threads()} threads), torch {torch.__version__}, kind {args.kind}, backbone {args.backbone}, "
+          f"{scene}, cells {args.cells}, photos {width}x{height} JPEG, precision {precision}")
     partitionings = load_partitionings(args.cells)
-    model = random_model(partitionings=partitionings, backbone=args.backbone, scene_backbone=args.scene_backbone,
-                         name="bench", device=device)
+    if args.kind == "vit":
+        from predictor.ml.vit import random_vit_model
+
+        model = random_vit_model(partitionings=partitionings, backbone=args.backbone,
+                                 segmentation_arch=args.segmentation, name="bench", device=device)
+        model_only = bench_vit_model_only
+    else:
+        if args.segmentation:
+            parser.error("--segmentation goes with --kind vit")
+        model = random_model(partitionings=partitionings, backbone=args.backbone,
+                             scene_backbone=args.scene_backbone, name="bench", device=device)
+        model_only = bench_model_only
     photos_all = synthetic_jpegs(max(max(batch_sizes) * 4, 16) if not args.images else args.images, width, height)
     compile_model = device.type == "cuda" and not args.no_compile
 
@@ -159,9 +234,9 @@ def main() -> None:
         count = args.images or max(16, 4 * batch)
         photos = (photos_all * (count // len(photos_all) + 1))[:count]
         engine_rate = bench_engine(engine, photos, clients=min(4, batch))
-        model_rate = bench_model_only(model, device, batch, repeats=max(2, 32 // batch), compile_=compile_model,
+        model_rate = model_only(model, device, batch, repeats=args.model_repeats or max(2, 32 // batch), compile_=compile_model,
                                       precision=precision)
-        print(f"| {batch} | {engine_rate:.1f} | {model_rate:.1f} | {engine_rate / model_rate:.2f} |", flush=True)
+        print(f"| {batch} | {_rate(engine_rate)} | {_rate(model_rate)} | {engine_rate / model_rate:.2f} |", flush=True)
 
     engine.max_batch_size = 1
     latencies = []
@@ -191,8 +266,13 @@ def main() -> None:
     if device.type == "cuda":
         print(f"GPU memory per worker: peak allocated {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB, "
               f"reserved {torch.cuda.max_memory_reserved(device) / 2**30:.2f} GiB")
-    weights = sum(p.numel() * p.element_size() for p in [*model.isn.parameters(), *model.scene.parameters()])
+    modules = [s.module for s in model.served_networks()]
+    weights = sum(p.numel() * p.element_size() for p in {id(p): p for m in modules for p in m.parameters()}.values())
     print(f"weights: {weights / 2**20:.0f} MiB (fp32)")
+    if args.kind == "vit" and model.segmenter is not None:
+        seg_ms, vit_ms = segmentation_cost_ms(model, device, precision, repeats=max(2, args.latency_runs // 3))
+        print(f"segmentation network per upload ({args.segmentation} on {model.crops.num_crops} crops + the whole "
+              f"photo, batch 1, eager {precision}): {seg_ms:.1f} ms, beside {vit_ms:.1f} ms for the ViT itself")
 
 
 if __name__ == "__main__":

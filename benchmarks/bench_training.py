@@ -9,6 +9,11 @@ The slowest of loader and model bounds the training rate. Shards are built first
 
     python benchmarks/bench_training.py --device cuda --batch-size 256 --workers 15 --steps 50
     python benchmarks/bench_training.py --device cpu --batch-size 8 --workers 2 --steps 5      # this machine
+    python benchmarks/bench_training.py --backbone vit_b_16 [--segmentation] ...   # the multi-task ViT (vit kind)
+
+With a ViT backbone the loss adds the scene head's cross-entropy (3 classes); with --segmentation the shards carry
+a segmentation map per photo (made by the tiny segmenter: its cost is preprocessing, not training) and the network
+takes RGB + map through its two patch embeddings.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from predictor.ml.network import GeoNetwork  # noqa: E402
+from predictor.ml.vit_network import ViTGeoNetwork, is_vit  # noqa: E402
 from predictor.ml.partitions import Partitioning  # noqa: E402
 from predictor.ml.train.datasets import ExifFolderSource  # noqa: E402
 from predictor.ml.train.shards import (ShardStream, collate_samples, decode_batch, train_transform,  # noqa: E402
@@ -51,7 +57,7 @@ def photo_like(rng: np.random.Generator, width: int = 640, height: int = 480) ->
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
 
 
-def build_shards(folder: Path, count: int, photos_dir: str | None) -> dict:
+def build_shards(folder: Path, count: int, photos_dir: str | None, segmentation: bool = False) -> dict:
     rng = np.random.default_rng(0)
     real = [p.image for p in ExifFolderSource(photos_dir)] if photos_dir else []
 
@@ -60,7 +66,16 @@ def build_shards(folder: Path, count: int, photos_dir: str | None) -> dict:
             image = real[i % len(real)] if real else photo_like(rng)
             yield image, float(rng.uniform(-60, 60)), float(rng.uniform(-180, 180)), f"bench-{i}"
 
-    report = write_shards(photos(), folder, samples_per_shard=max(1, count // 16))
+    if segmentation:
+        from predictor.ml.segmentation import PhotoSegmenter, SegmentationNetwork
+        from predictor.ml.train.shards import ShardWriter
+        writer = ShardWriter(folder, samples_per_shard=max(1, count // 16),
+                             segmenter=PhotoSegmenter(SegmentationNetwork("tiny", 21)))
+        for image, lat, lon, image_id in photos():
+            writer.add(image, lat, lon, image_id)
+        report = writer.close()
+    else:
+        report = write_shards(photos(), folder, samples_per_shard=max(1, count // 16))
     return {"images": report.written, "bytes_per_image": report.bytes_per_image}
 
 
@@ -81,8 +96,13 @@ def whole_earth(heads: tuple[int, ...]) -> list[Partitioning]:
 
 
 def loader_for(folder: Path, args, partitionings) -> DataLoader:
-    stream = ShardStream(folder, partitionings=partitionings, transform=None if args.gpu_decode else
-                         train_transform(args.size), shuffle=True, shuffle_buffer=256, encoded=args.gpu_decode)
+    if args.segmentation:
+        from predictor.ml.train.vit_data import PairTransform
+        stream = ShardStream(folder, partitionings=partitionings, transform=PairTransform(args.size, train=True),
+                             shuffle=True, shuffle_buffer=256, segmentation=True)
+    else:
+        stream = ShardStream(folder, partitionings=partitionings, transform=None if args.gpu_decode else
+                             train_transform(args.size), shuffle=True, shuffle_buffer=256, encoded=args.gpu_decode)
     return DataLoader(stream, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_samples,
                       pin_memory=args.device == "cuda", prefetch_factor=4 if args.workers else None,
                       persistent_workers=args.workers > 0)
@@ -125,7 +145,11 @@ def measure_loader(loader, args) -> float:
 
 
 def make_model(args):
-    model = GeoNetwork(args.backbone, list(args.heads)).to(args.device)
+    if is_vit(args.backbone):
+        model = ViTGeoNetwork(args.backbone, list(args.heads), scene_classes=3,
+                              seg_channels=3 if args.segmentation else 0, image_size=args.size).to(args.device)
+    else:
+        model = GeoNetwork(args.backbone, list(args.heads)).to(args.device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
@@ -135,6 +159,7 @@ def make_model(args):
     def step(images, targets):
         with autocast:
             logits = step_model(images)
+            # A ViT's last output is its scene head, scored against the last target column (lambda 1).
             loss = sum(F.cross_entropy(head.float(), targets[:, p]) for p, head in enumerate(logits))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -143,11 +168,12 @@ def make_model(args):
 
 
 def random_targets(args, n):
-    return torch.stack([torch.randint(0, h, (n,), device=args.device) for h in args.heads], dim=1)
+    heads = [*args.heads, 3] if is_vit(args.backbone) else list(args.heads)
+    return torch.stack([torch.randint(0, h, (n,), device=args.device) for h in heads], dim=1)
 
 
 def measure_model(step, args) -> float:
-    images = torch.randn(args.batch_size, 3, args.size, args.size, device=args.device)
+    images = torch.randn(args.batch_size, 6 if args.segmentation else 3, args.size, args.size, device=args.device)
     if args.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     targets = random_targets(args, args.batch_size)
@@ -193,9 +219,13 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--gpu-decode", action="store_true", help="nvJPEG decode + augmentation on the GPU")
     parser.add_argument("--threads", type=int, help="torch CPU threads for the model")
+    parser.add_argument("--segmentation", action="store_true",
+                        help="ViT backbones: shards with segmentation maps, RGB + map through two patch embeddings")
     args = parser.parse_args()
     args.precision = args.precision or ("bf16" if args.device == "cuda" else "fp32")
     args.channels_last = args.device == "cuda"
+    if args.segmentation and (not is_vit(args.backbone) or args.gpu_decode):
+        parser.error("--segmentation needs a ViT backbone (vit_b_16, vit_s_16, vit_tiny) and no --gpu-decode")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -203,13 +233,14 @@ def main() -> None:
         folder = Path(args.shards) if args.shards else Path(scratch) / "shards"
         if not args.shards:
             started = time.perf_counter()
-            built = build_shards(folder, args.images, args.photos)
+            built = build_shards(folder, args.images, args.photos, segmentation=args.segmentation)
             print(f"shards: {built['images']} images, {built['bytes_per_image']:.0f} bytes/image "
                   f"(built in {time.perf_counter() - started:.1f} s)")
         partitionings = whole_earth(tuple(args.heads))
         loader = loader_for(folder, args, partitionings)
         device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-        print(f"device: {device_name}; {args.backbone} heads {args.heads}, batch {args.batch_size}, {args.size} px, "
+        print(f"device: {device_name}; {args.backbone}{' RGB+segmentation' if args.segmentation else ''} heads "
+              f"{args.heads}{' + scene 3' if is_vit(args.backbone) else ''}, batch {args.batch_size}, {args.size} px, "
               f"{args.precision}, channels_last={args.channels_last}, compile={args.compile}, "
               f"workers={args.workers}, gpu_decode={args.gpu_decode}, steps={args.steps}")
         rates = {"loader": measure_loader(loader, args)}
@@ -217,7 +248,7 @@ def main() -> None:
         rates["model"] = measure_model(step, args)
         rates["train"] = measure_training(loader, step, args)
     for name, rate in rates.items():
-        print(f"{name:>6}: {rate:9.1f} img/s")
+        print(f"{name:>6}: {rate:9.1f} img/s" if rate >= 10 else f"{name:>6}: {rate:9.3g} img/s")
     limit = "data loading" if rates["loader"] < rates["model"] else "the model (GPU/CPU compute)"
     print(f"limit: {limit}")
 

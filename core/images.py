@@ -205,6 +205,25 @@ def activation_overlay_png(photo_size: tuple[int, int], cam) -> bytes:
     return buffer.getvalue()
 
 
+def segmentation_overlay_png(photo_size: tuple[int, int], classes, colours) -> bytes:
+    """A class map (HxW class indices) painted with `colours` ([C, 3] uint8) as a semi-transparent RGBA PNG with the
+    photo's aspect ratio, to be laid over the photo by the page. Only the map travels: no pixels of the photo."""
+    import numpy as np
+
+    width, height = photo_size
+    scale = min(1.0, OVERLAY_MAX_SIDE / max(width, height))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    classes = np.asarray(classes, dtype=np.uint8)
+    stretched = np.asarray(Image.fromarray(classes).resize(size, Image.Resampling.NEAREST))
+    colours = np.asarray(colours, dtype=np.uint8)
+    rgba = np.empty((size[1], size[0], 4), dtype=np.uint8)
+    rgba[..., :3] = colours[np.minimum(stretched, len(colours) - 1)]
+    rgba[..., 3] = 150
+    buffer = io.BytesIO()
+    Image.fromarray(rgba).save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
+
+
 # --- game photos ------------------------------------------------------------------------------------------------
 # Game photos pass the same door as uploads (decode, upright, sRGB, re-encode with no metadata at all), with their
 # own size and format. They are stored under the hash of the cleaned bytes, so a name says nothing of the source.

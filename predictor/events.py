@@ -143,6 +143,12 @@ def cam_event(url: str | None, *, cells: dict[str, dict[str, str]] | None = None
     return event
 
 
+def segmentation_event(url: str, *, classes: list[dict]) -> dict:
+    """The segmentation overlay the model computed (models whose bundle carries a segmentation network): its URL
+    and the classes covering most of the photo ({"index", "label", "colour", "share"})."""
+    return {"type": "segmentation", "url": url, "classes": classes}
+
+
 def done_event(timings_ms: dict[str, float]) -> dict:
     return {"type": "done", "timings_ms": {k: round(float(v), 2) for k, v in timings_ms.items()}}
 

@@ -9,6 +9,7 @@ urlpatterns = [
     path("analyze/<int:analysis_id>/photo.jpg", views.analysis_photo, name="analysis-photo"),
     path("analyze/<int:analysis_id>/thumbnail.jpg", views.analysis_thumbnail, name="analysis-thumbnail"),
     path("analyze/<int:analysis_id>/cam.png", views.analysis_cam, name="analysis-cam"),
+    path("analyze/<int:analysis_id>/segmentation.png", views.analysis_segmentation, name="analysis-segmentation"),
     path("analyze/<int:analysis_id>/cam/<int:index>.png", views.analysis_cell_cam, name="analysis-cell-cam"),
     path("analyze/<int:analysis_id>/delete/", views.delete_analysis, name="analysis-delete"),
     path("analyses/", views.my_analyses, name="my-analyses"),

@@ -175,6 +175,16 @@ def analysis_cam(request, analysis_id: int):
 
 @login_required
 @require_GET
+def analysis_segmentation(request, analysis_id: int):
+    """The segmentation overlay of an analysis by a model that computes one (the vit kind with segmentation)."""
+    name = services.segmentation_file(_own_analysis(request, analysis_id))
+    if not name:
+        raise Http404("This analysis has no segmentation.")
+    return _private_name(name, "image/png")
+
+
+@login_required
+@require_GET
 def analysis_cell_cam(request, analysis_id: int, index: int):
     """The activation map of one clicked cell: the `index`-th stored by the analysis (see services.cams.cam_event)."""
     names = services.cell_cam_files(_own_analysis(request, analysis_id))

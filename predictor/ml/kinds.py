@@ -16,6 +16,7 @@ from .geoclip import GEOCLIP_KIND
 from .isn import ISN_KIND
 from .model import GeoModel, ModelKind
 from .swc import SWC_KIND
+from .vit import VIT_KIND
 
 _KINDS: dict[str, ModelKind] = {}
 
@@ -38,6 +39,7 @@ def unregister_kind(name: str) -> None:
 register_kind(ISN_KIND)
 register_kind(GEOCLIP_KIND)
 register_kind(SWC_KIND)
+register_kind(VIT_KIND)
 
 
 def kind_names() -> list[str]:

@@ -26,6 +26,10 @@ from .preprocess import CropGeometry, CropSpec
 CROP_INPUT = "crops"
 PHOTO_INPUT = "whole photo"
 
+# The name of a semantic segmentation in ModelOutput.overlays / Prediction.overlays ([H, W] class indices over the
+# whole photo; the bundle's config.json "segmentation" entry says how many classes): streamed as its own event.
+SEGMENTATION_OVERLAY = "segmentation"
+
 Runner = Callable[[nn.Module, torch.Tensor], list[torch.Tensor]]
 
 

@@ -18,7 +18,7 @@ from predictor.services.queue import (
     analysis_created, claim_analyses, heartbeat, interrupted_message, requeue_jobs_of, requeue_stale,
 )
 from predictor.services.retention import (
-    analysis_files, cell_cam_files, delete_account, delete_all_analyses, delete_analysis,
+    analysis_files, cell_cam_files, delete_account, delete_all_analyses, delete_analysis, segmentation_file,
 )
 from predictor.services.streaming import run_analyses
 
@@ -26,5 +26,5 @@ __all__ = [
     "AnalysisGone", "UploadRefused", "analysis_created", "analysis_files", "cell_cam_files", "claim_analyses",
     "claim_job", "create_analysis", "delete_account", "delete_all_analyses", "delete_analysis", "enqueue_job",
     "heartbeat", "heartbeat_jobs", "interrupted_message", "requeue_background_jobs_of", "requeue_jobs_of",
-    "requeue_stale", "requeue_stale_jobs", "run_analyses", "run_job", "still_held",
+    "requeue_stale", "requeue_stale_jobs", "run_analyses", "run_job", "segmentation_file", "still_held",
 ]

@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from core import images
 from predictor import events
+from predictor.ml.model import SEGMENTATION_OVERLAY
 from predictor.ml.prediction import ATTENTION_MAP, HIERARCHY
 from predictor.models import Analysis
 from predictor.policy import FINE, REGION
@@ -130,3 +131,27 @@ def _store_cell_cams(analysis: Analysis, photo, prediction, exposed: list) -> di
         cells.setdefault(entry["partitioning"], {})[entry["token"]] = reverse("analysis-cell-cam",
                                                                               args=[analysis.pk, n])
     return cells
+
+
+def segmentation_event(analysis: Analysis, photo, prediction, *, model) -> dict | None:
+    """Store the segmentation overlay (through the image door) and build the `segmentation` event that links it; None
+    when the answering model has no segmentation network."""
+    if SEGMENTATION_OVERLAY not in prediction.overlays:
+        return None
+    from predictor.ml.segmentation import class_shares, palette
+
+    classes = prediction.overlays[SEGMENTATION_OVERLAY]
+    count = int((model.config.get("segmentation") or {}).get("num_classes") or int(classes.max()) + 1)
+    size = images.stored_size(photo) if isinstance(photo, bytes) else photo.size
+    png = images.segmentation_overlay_png(size, classes, palette(count))
+    name = default_storage.save(new_file_name("seg", "png"), ContentFile(png))
+    old = (analysis.result or {}).get("segmentation_file")
+    result = {**analysis.result, "segmentation_file": name}
+    if not Analysis.objects.filter(pk=analysis.pk, claim_token=analysis.claim_token).update(result=result):
+        default_storage.delete(name)
+        raise AnalysisGone(analysis.pk)
+    analysis.result = result
+    if old and old != name:
+        default_storage.delete(old)  # a re-run after a dead worker replaces the earlier overlay
+    return events.segmentation_event(reverse("analysis-segmentation", args=[analysis.pk]),
+                                     classes=class_shares(classes, count))

@@ -40,9 +40,16 @@ def delete_account(*, user) -> None:
 
 
 def analysis_files(analysis: Analysis) -> list[str]:
-    """Every stored file of an analysis: photo, thumbnail, activation map and the per-cell activation maps."""
+    """Every stored file of an analysis: photo, thumbnail, activation map, segmentation overlay and the per-cell
+    activation maps."""
     own = [f.name for f in (analysis.image, analysis.thumbnail, analysis.cam) if f]
+    own += [name] if (name := segmentation_file(analysis)) else []
     return own + list(dict.fromkeys(cell_cam_files(analysis)))  # a fine and a hierarchy cell may share a file
+
+
+def segmentation_file(analysis: Analysis) -> str | None:
+    """The storage name of the segmentation overlay of an analysis by a bundle with a segmentation network."""
+    return (analysis.result or {}).get("segmentation_file") or None
 
 
 def cell_cam_files(analysis: Analysis) -> list[str]:

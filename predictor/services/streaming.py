@@ -12,7 +12,7 @@ from core import images
 from predictor import events, granularity, policy
 from predictor.ml.model import ActivationMaps
 from predictor.models import Analysis, UploadAudit
-from predictor.services.cams import cam_event
+from predictor.services.cams import cam_event, segmentation_event
 from predictor.services.errors import AnalysisGone
 from predictor.services.retention import discard_photo
 
@@ -131,6 +131,9 @@ def _stream(analysis: Analysis, prediction, *, photo, model, timings: dict) -> N
         _emit(analysis, refined)
     _emit(analysis, cam_event(analysis, photo, prediction, level=level, partitionings=list(model.partitionings),
                                answer_cell=limiter.answer_cell(), answer_label=estimate["label"]))
+    segmentation = segmentation_event(analysis, photo, prediction, model=model)
+    if segmentation is not None:
+        _emit(analysis, segmentation)
     timings = {**timings, **{f"model_{k}": v for k, v in prediction.timings_ms.items()},
                "events_ms": (time.perf_counter() - start) * 1000}
     created = analysis.created_at

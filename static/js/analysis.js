@@ -224,6 +224,23 @@
       var hint = Object.keys(cam.cells).length ? " Click one of the most probable cells on the map to see its own map." : "";
       text(byId("cam-message"), hint.trim());
     },
+    segmentation: function (event) {
+      // The segmentation map the model computed and took as its second input (vit bundles with segmentation).
+      var overlay = byId("segmentation-overlay");
+      var toggle = byId("segmentation-toggle");
+      overlay.src = event.url;
+      var list = byId("segmentation-classes");
+      list.textContent = "";
+      (event.classes || []).forEach(function (c) {
+        var item = el("li", c.label + " " + pct(c.share));
+        item.style.borderLeft = "1em solid " + c.colour;
+        item.style.paddingLeft = "0.4em";
+        list.appendChild(item);
+      });
+      byId("segmentation").hidden = false;
+      toggle.checked = false;
+      toggle.onchange = function () { overlay.hidden = !toggle.checked; };
+    },
     done: function () { finished = true; },
     error: function (event) {
       if (event.fatal === false) { return; }

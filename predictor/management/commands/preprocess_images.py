@@ -6,11 +6,13 @@
         --output shards/yfcc25600 --partitionings ... --validation-set      # everything into OUTPUT/val
     manage.py preprocess_images --source osv5m --root osv5m/ --split train --output shards/osv5m ...
     manage.py preprocess_images --source exif --images ~/Pictures --output shards/mine ...
+    manage.py preprocess_images ... --segmentation deeplabv3_resnet50_coco-cd0a2569.pth   # + segmentation maps
 """
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from predictor.ml.segmentation import SEG_CHANNELS, SEGMENTATION_ARCHS, VOC_CLASSES, PhotoSegmenter, load_segmenter
 from predictor.ml.train.datasets import open_source
 from predictor.ml.train.holdout import DEFAULT_PLACE_LEVEL, SPLIT_KINDS, ValidationSplit
 from predictor.ml.train.loop import load_partitionings
@@ -42,6 +44,16 @@ class Command(BaseCommand):
         parser.add_argument("--samples-per-shard", type=int, default=SAMPLES_PER_SHARD)
         parser.add_argument("--short-side", type=int, default=SHORT_SIDE)
         parser.add_argument("--quality", type=int, default=JPEG_QUALITY)
+        parser.add_argument("--segmentation", metavar="WEIGHTS",
+                            help="also store a colour-coded semantic segmentation map per photo, computed by the "
+                                 "segmentation network in this local weights file (for the vit kind's second input)")
+        parser.add_argument("--segmentation-arch", default="deeplabv3_resnet50", choices=SEGMENTATION_ARCHS,
+                            help="architecture of --segmentation (default deeplabv3_resnet50)")
+        parser.add_argument("--segmentation-classes", type=int, default=VOC_CLASSES,
+                            help=f"classes of --segmentation (default {VOC_CLASSES}: torchvision's VOC labels)")
+        parser.add_argument("--seg-channels", type=int, default=SEG_CHANNELS, choices=[SEG_CHANNELS],
+                            help="channels of the stored map (a 3-channel colour code)")
+        parser.add_argument("--device", default="cpu", help="device of the segmentation network (cpu, cuda)")
 
     def handle(self, *args, **options):
         kind = options["source"]
@@ -67,11 +79,16 @@ class Command(BaseCommand):
             split = ValidationSplit(options["val_split_by"] or "auto", options["val_fraction"],
                                     options["val_place_level"])
             partitionings = load_partitionings(options["partitionings"]) if options["partitionings"] else []
+            segmenter = None
+            if options["segmentation"]:
+                segmenter = PhotoSegmenter(load_segmenter(options["segmentation"], arch=options["segmentation_arch"],
+                                                          num_classes=options["segmentation_classes"]),
+                                           device=options["device"])
             reports, split_report = preprocess_photos(
                 source, options["output"], partitionings=partitionings, split=split,
                 all_to="val" if options["validation_set"] else None, samples_per_shard=options["samples_per_shard"],
                 short_side=options["short_side"], quality=options["quality"], source_report=source.report,
-                progress=options["verbosity"] > 0)
+                progress=options["verbosity"] > 0, segmenter=segmenter)
         except (OSError, ValueError) as error:
             raise CommandError(str(error)) from None
         self.stdout.write(f"source: {source.report.summary()}")

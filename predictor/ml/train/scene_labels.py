@@ -21,7 +21,7 @@ from PIL import Image
 from predictor.ml.prediction import S3_CONCEPTS
 from predictor.ml.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from predictor.ml.train.holdout import SampleListWriter
-from predictor.ml.train.shards import INDEX_FILE, iterate_tar_samples, read_index
+from predictor.ml.train.shards import INDEX_FILE, SEGMENTATION_KEY, iterate_tar_samples, read_index
 
 CSV_COLUMNS = ["id", "lat", "lon", *(f"p_{c}" for c in S3_CONCEPTS), "s3_label", "top365", "top365_probability"]
 
@@ -134,7 +134,11 @@ def write_subset_shards(source: str | Path, destination: str | Path, *, keep_ids
             if archive is None:
                 archive = tarfile.open(destination / f"shard-{len(shards):06d}.tar", "w")
             key = f"{total:09d}"
-            for name, data in ((f"{key}.jpg", jpeg), (f"{key}.json", json.dumps(meta).encode())):
+            members = [(f"{key}.jpg", jpeg), (f"{key}.json", None)]
+            if SEGMENTATION_KEY in meta:  # the segmentation map goes first, as ShardWriter stores it
+                members.insert(0, (f"{key}.seg.png", meta.pop(SEGMENTATION_KEY)))
+            for name, data in members:
+                data = json.dumps(meta).encode() if data is None else data
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 archive.addfile(info, io.BytesIO(data))

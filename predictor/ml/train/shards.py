@@ -34,6 +34,7 @@ INDEX_FILE = "index.json"
 SHORT_SIDE = 320
 JPEG_QUALITY = 90
 SAMPLES_PER_SHARD = 4096
+SEGMENTATION_KEY = "_segmentation_png"  # metadata key under which readers hand over a sample's segmentation PNG
 
 
 def partitionings_fingerprint(partitionings: Sequence[Partitioning]) -> str:
@@ -97,7 +98,7 @@ class ShardWriter:
 
     def __init__(self, folder: str | Path, *, samples_per_shard: int = SAMPLES_PER_SHARD,
                  partitionings: Sequence[Partitioning] = (), short_side: int = SHORT_SIDE,
-                 quality: int = JPEG_QUALITY, min_side: int = 16):
+                 quality: int = JPEG_QUALITY, min_side: int = 16, segmenter=None):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         if any(self.folder.glob("shard-*.tar")):
@@ -110,6 +111,9 @@ class ShardWriter:
         self._in_shard = 0
         self._started = time.time()
         self._samples = SampleListWriter(self.folder)
+        # image -> colour-coded segmentation image of the same size (predictor.ml.segmentation.PhotoSegmenter),
+        # stored as `<key>.seg.png` before the photo, so a reader has it when the sample is complete.
+        self.segmenter = segmenter
 
     def _member(self, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
@@ -139,7 +143,8 @@ class ShardWriter:
         if min(image.size) < self.min_side:
             self.report.too_small += 1
             return False
-        jpeg = encode_jpeg(resize_short_side(image, self.short_side), self.quality)
+        resized = resize_short_side(image, self.short_side)
+        jpeg = encode_jpeg(resized, self.quality)
         if self._tar is None:
             path = self.folder / f"shard-{len(self.report.shards):06d}.tar"
             self._tar = tarfile.open(path, "w")
@@ -149,6 +154,10 @@ class ShardWriter:
         if author:
             meta["author"] = author
             self.report.with_author += 1
+        if self.segmenter is not None:
+            buffer = io.BytesIO()
+            self.segmenter(resized.convert("RGB")).save(buffer, format="PNG")
+            self._member(f"{key}.seg.png", buffer.getvalue())
         self._member(f"{key}.jpg", jpeg)
         self._member(f"{key}.json", json.dumps(meta).encode())
         self._samples.add(image_id, author, lat, lon)
@@ -175,6 +184,8 @@ class ShardWriter:
             "samples_list": SAMPLES_FILE,
             "with_author": self.report.with_author,
             "split": split or {},
+            # The segmentation network whose colour-coded maps the samples carry (None: photos only).
+            "segmentation": self.segmenter.describe() if self.segmenter is not None else None,
         }
         (self.folder / INDEX_FILE).write_text(json.dumps(index, indent=1))
         return self.report
@@ -223,7 +234,10 @@ def iterate_tar_samples(path: str | Path) -> Iterator[tuple[bytes, dict]]:
             entry[extension] = archive.extractfile(member).read()
             if "jpg" in entry and "json" in entry:
                 del pending[key]
-                yield entry["jpg"], json.loads(entry["json"])
+                meta = json.loads(entry["json"])
+                if "seg.png" in entry:
+                    meta[SEGMENTATION_KEY] = entry["seg.png"]
+                yield entry["jpg"], meta
 
 
 def distributed_position() -> tuple[int, int]:
@@ -238,8 +252,9 @@ def worker_position() -> tuple[int, int]:
     return (info.id, info.num_workers) if info is not None else (0, 1)
 
 
-def iterate_tar_metadata(path: str | Path) -> Iterator[tuple[dict, tuple[int, int, int, int]]]:
-    """(metadata, (jpeg offset, jpeg size, json offset, json size)) for each complete sample of one tar shard,
+def iterate_tar_metadata(path: str | Path) -> Iterator[tuple[dict, tuple[int, int, int, int, int, int]]]:
+    """(metadata, (jpeg offset, jpeg size, json offset, json size, segmentation offset, segmentation size; -1, 0
+    without one)) for each complete sample of one tar shard,
     reading only the small JSON members; the offsets let `read_tar_samples` fetch a sample without walking the
     tar again."""
     pending: dict[str, dict] = {}
@@ -254,18 +269,22 @@ def iterate_tar_metadata(path: str | Path) -> Iterator[tuple[dict, tuple[int, in
                 entry["meta"] = json.loads(archive.extractfile(member).read())
             if "jpg" in entry and "meta" in entry:
                 del pending[key]
-                yield entry["meta"], (*entry["jpg"], *entry["json"])
+                yield entry["meta"], (*entry["jpg"], *entry["json"], *entry.get("seg.png", (-1, 0)))
 
 
 def read_tar_samples(path: str | Path, locations: np.ndarray) -> Iterator[tuple[bytes, dict]]:
     """(jpeg bytes, metadata) of the samples at `locations` (rows as given by `iterate_tar_metadata`), read
     directly at their offsets, in file order."""
     with open(path, "rb") as handle:
-        for jpg_offset, jpg_size, json_offset, json_size in sorted(locations.tolist()):
+        for jpg_offset, jpg_size, json_offset, json_size, seg_offset, seg_size in sorted(locations.tolist()):
             handle.seek(jpg_offset)
             jpeg = handle.read(jpg_size)
             handle.seek(json_offset)
-            yield jpeg, json.loads(handle.read(json_size))
+            meta = json.loads(handle.read(json_size))
+            if seg_size > 0:
+                handle.seek(seg_offset)
+                meta[SEGMENTATION_KEY] = handle.read(seg_size)
+            yield jpeg, meta
 
 
 class ShardStream(IterableDataset):
@@ -289,7 +308,8 @@ class ShardStream(IterableDataset):
 
     def __init__(self, folder: str | Path, *, partitionings: Sequence[Partitioning], transform=None,
                  shuffle: bool = True, shuffle_buffer: int = 1000, seed: int = 0, keep_ids: set[str] | None = None,
-                 select=None, encoded: bool = False, rank: int | None = None, world_size: int | None = None):
+                 select=None, encoded: bool = False, rank: int | None = None, world_size: int | None = None,
+                 segmentation: bool = False, scene_targets: dict[str, int] | None = None):
         super().__init__()
         self.folder = Path(folder)
         self.index = read_index(self.folder)
@@ -302,6 +322,13 @@ class ShardStream(IterableDataset):
         self.select = select  # a picklable predicate on a sample's metadata, e.g. one side of a validation split
         self.encoded = encoded  # yield raw JPEG bytes for decoding on the GPU
         self.rank, self.world_size = rank, world_size
+        # segmentation: `transform(photo, segmentation image)` makes one [3 + c, s, s] tensor of each sample;
+        # scene_targets: id -> scene class, appended to the labels (-100, ignored by the loss, when unknown).
+        self.segmentation = segmentation
+        if segmentation and not self.index.get("segmentation"):
+            raise ValueError(f"{self.folder} holds no segmentation maps: write the shards with preprocess_images "
+                             "--segmentation")
+        self.scene_targets = scene_targets
         self.epoch = 0
         self._label_cache: dict[tuple[float, float], list[int] | None] = {}
         self._usable: dict[str, np.ndarray] | None = None  # filtered streams: usable sample locations per shard
@@ -336,7 +363,7 @@ class ShardStream(IterableDataset):
                 if shard["count"] > 0:
                     rows = [location for meta, location in iterate_tar_metadata(self.folder / shard["name"])
                             if self._keep(meta) is not None]
-                    usable[shard["name"]] = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
+                    usable[shard["name"]] = np.asarray(rows, dtype=np.int64).reshape(-1, 6)
             self._usable = usable
         return self._usable
 
@@ -457,9 +484,15 @@ class ShardStream(IterableDataset):
             labels = self._keep(meta)
             if labels is None:  # cannot happen: filtered streams pre-select, unfiltered ones have stored labels
                 continue
+            if self.scene_targets is not None:
+                labels = [*labels, self.scene_targets.get(meta["id"], -100)]
             target = torch.tensor(labels, dtype=torch.long)
             if self.encoded:
                 item = torch.frombuffer(bytearray(jpeg), dtype=torch.uint8)
+            elif self.segmentation:
+                image = Image.open(io.BytesIO(jpeg)).convert("RGB")
+                segmentation = Image.open(io.BytesIO(meta[SEGMENTATION_KEY])).convert("RGB")
+                item = self.transform(image, segmentation)
             else:
                 image = Image.open(io.BytesIO(jpeg)).convert("RGB")
                 item = self.transform(image) if self.transform is not None else image
@@ -559,17 +592,18 @@ class SplitReport:
 def preprocess_photos(photos: Iterable, output: str | Path, *, partitionings: Sequence[Partitioning] = (),
                       val_fraction: float = 0.0, split: ValidationSplit | None = None, all_to: str | None = None,
                       samples_per_shard: int = SAMPLES_PER_SHARD, short_side: int = SHORT_SIDE,
-                      quality: int = JPEG_QUALITY, source_report=None,
-                      progress: bool = False) -> tuple[dict[str, ShardWriteReport], SplitReport | None]:
+                      quality: int = JPEG_QUALITY, source_report=None, progress: bool = False,
+                      segmenter=None) -> tuple[dict[str, ShardWriteReport], SplitReport | None]:
     """Write `output/train` and, with a validation fraction, `output/val` from (image, lat, lon, id) items or
     `GeoPhoto`s (whose author the split can use). `all_to="val"` writes every photo to `output/val` (a separate
-    validation set such as YFCC25600)."""
+    validation set such as YFCC25600). `segmenter` (image -> colour-coded segmentation image) adds a segmentation
+    map to every sample."""
     output = Path(output)
     split = split or ValidationSplit("image", val_fraction)
     if split.fraction > 0 and all_to:
         raise ValueError("a separate validation set is not split: give either a validation fraction or all_to")
     options = dict(samples_per_shard=samples_per_shard, partitionings=partitionings, short_side=short_side,
-                   quality=quality)
+                   quality=quality, segmenter=segmenter)
     splits = [all_to] if all_to else ["train", "val"] if split.fraction > 0 else ["train"]
     writers = {name: ShardWriter(output / name, **options) for name in splits}
     report = SplitReport(split) if split.fraction > 0 else None
