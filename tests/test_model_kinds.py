@@ -105,7 +105,8 @@ def test_a_new_kind_uses_the_compiled_padded_path_unchanged(colour_kind_register
 def test_an_unknown_kind_is_refused_and_changes_nothing(colour_bundle, tiny_bundle, settings):
     settings.ACTIVE_MODEL = ""
     registry.install_bundle(tiny_bundle)
-    with pytest.raises(BundleError, match="cannot read bundles of kind 'colour-test' .it knows: geoclip, isn, vit"):
+    with pytest.raises(BundleError,
+                       match="cannot read bundles of kind 'colour-test' .it knows: geoclip, isn, swc, vit"):
         kinds.load_bundle(colour_bundle)
     with pytest.raises(BundleError, match="kind 'colour-test'"):
         registry.install_bundle(colour_bundle)

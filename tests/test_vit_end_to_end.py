@@ -127,6 +127,7 @@ async def test_upload_streams_scene_estimate_attention_and_segmentation(active_v
 def test_the_trained_vit_becomes_a_game_opponent(trained_vit, settings):
     from games import recompute, selectors
     from games.models import ModelGuess
+    from predictor import worker
     from tests.game_factories import MODEL, make_playable
 
     registry.install_bundle(trained_vit[0], activate=False)
@@ -134,7 +135,7 @@ def test_the_trained_vit_becomes_a_game_opponent(trained_vit, settings):
     try:
         images = make_playable(3)
         job = recompute.start_recompute(images=images, model_name="vit-e2e")
-        recompute.wait_for(job.pk, timeout=120)
+        assert worker.run_job_here(job_id=job.queue_job_id, timeout_s=120)  # as a worker process would
         job.refresh_from_db()
         assert job.status == "done", job.message
     finally:
