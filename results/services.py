@@ -15,6 +15,7 @@ import time
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
+from django.template.loader import render_to_string
 from django.utils import timezone
 
 from games.models import ModelGuess
@@ -167,9 +168,13 @@ def recompute_results() -> Snapshot:
     seconds = time.perf_counter() - started
     data["export_rows"] = len(rounds)
     data["export_bytes"] = len(text.encode())
+    # The tables of the page are rendered here, once, and stored: a request only reads and sends them.
+    body = render_to_string("results/_body.html", {"page": {**data, "licence": EXPORT_LICENCE,
+                                                             "licence_url": EXPORT_LICENCE_URL}})
     with transaction.atomic():
         _store(EXPORT_KEY, data={"rows": len(rounds)}, charts={}, fingerprint=[], seconds=seconds, text=text)
-        snapshot = _store(RESULTS_KEY, data=data, charts=svgs, fingerprint=[len(rounds)], seconds=seconds)
+        snapshot = _store(RESULTS_KEY, data=data, charts=svgs, fingerprint=[len(rounds)], seconds=seconds,
+                          text=body)
     return snapshot
 
 

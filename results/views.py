@@ -5,6 +5,7 @@ from csp.constants import NONE
 from csp.decorators import csp_replace
 from django.http import Http404, HttpResponse
 from django.shortcuts import render
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET
 
 from results import selectors
@@ -17,7 +18,10 @@ def models(request):
 
 @require_GET
 def results(request):
-    return render(request, "results/results.html", {"page": selectors.results_page()})
+    page = selectors.results_page()
+    # The tables were rendered (and escaped) when the figures were computed: see results.services.
+    body = mark_safe(page["body"]) if page else ""  # noqa: S308
+    return render(request, "results/results.html", {"page": page, "body": body})
 
 
 # matplotlib's SVG styles its shapes inline; nothing else may load or run in it.
