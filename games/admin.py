@@ -18,7 +18,7 @@ from django.utils.http import urlencode
 
 from games import admin_import, curation, recompute, selectors
 from games import licences
-from games.models import Game, GameImage, ImageReport, LinkStatus, ModelGuess, RecomputeJob, Round
+from games.models import Game, GameImage, GameOpponent, ImageReport, LinkStatus, ModelGuess, RecomputeJob, Round
 from predictor import registry
 
 ERROR_BANDS = [  # the distance thresholds the Im2GPS papers report accuracy at
@@ -529,21 +529,45 @@ class ImageReportAdmin(admin.ModelAdmin):
 
 # --- games ----------------------------------------------------------------------------------------------------------
 
+class OpponentInline(admin.TabularInline):
+    model = GameOpponent
+    extra = 0
+    can_delete = False
+    fields = ["position", "model_name"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
 class RoundInline(admin.TabularInline):
     model = Round
     extra = 0
     can_delete = False
-    fields = ["index", "image", "distance_km", "score", "model_distance_km", "model_score", "model2_distance_km",
-              "model2_score", "started_at", "guessed_at"]
+    fields = ["index", "image", "distance_km", "score", "ai_answers", "started_at", "guessed_at"]
     readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("answers__opponent")
+
+    @admin.display(description="AIs: error · score")
+    def ai_answers(self, round_: Round) -> str:
+        return "; ".join(f"{a.opponent.model_name}: {a.distance_km:.1f} km · {a.score}"
+                         for a in sorted(round_.answers.all(), key=lambda a: a.opponent.position)) or "–"
 
 
 @admin.register(Game)
 class GameAdmin(admin.ModelAdmin):
-    list_display = ["key", "player_name", "mode", "difficulty", "opponent_model", "second_opponent", "created_at",
-                    "finished_at"]
-    list_filter = ["mode", "difficulty", "opponent_model"]
+    list_display = ["key", "player_name", "mode", "difficulty", "opponent_names", "created_at", "finished_at"]
+    list_filter = ["mode", "difficulty", "opponent_rows__model_name"]
     search_fields = ["nickname", "user__username"]
     readonly_fields = ["key", "challenge_token", "user", "session_key", "seed", "mode", "difficulty", "challenge_of",
-                       "opponent_model", "second_opponent", "created_at", "finished_at"]
-    inlines = [RoundInline]
+                       "created_at", "finished_at"]
+    inlines = [OpponentInline, RoundInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("opponent_rows")
+
+    @admin.display(description="AI opponents")
+    def opponent_names(self, game: Game) -> str:
+        return ", ".join(game.opponents)

@@ -91,7 +91,8 @@ class ModelGuess(models.Model):
 
 
 class Game(models.Model):
-    """One play-through of a fixed number of rounds against a model, by a user or an anonymous session."""
+    """One play-through of a fixed number of rounds against 1..N AI opponents (GameOpponent rows, in order), by a
+    user or an anonymous session."""
 
     class Mode(models.TextChoices):
         CLASSIC = "classic", "Classic"
@@ -107,9 +108,6 @@ class Game(models.Model):
     mode = models.CharField(max_length=12, choices=Mode.choices, default=Mode.CLASSIC)
     challenge_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
                                      related_name="challengers")
-    opponent_model = models.CharField(max_length=100)
-    # A second AI the player faces at the same time (blank: one opponent only); see docs/play.md.
-    second_opponent = models.CharField(max_length=100, blank=True, default="")
     # "easy", "hard" or "mixed" (any difficulty): which images the game was drawn from.
     difficulty = models.CharField(max_length=8, default="mixed")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -123,8 +121,14 @@ class Game(models.Model):
 
     @property
     def opponents(self) -> list[str]:
-        """The AI opponents of this game in order: the first, then the second where there is one."""
-        return [self.opponent_model] + ([self.second_opponent] if self.second_opponent else [])
+        """The model names of this game's AI opponents in order (the first is the game's main opponent).
+
+        Read once per instance (or from a `prefetch_related("opponent_rows")`): a game's opponents never change."""
+        cached = self.__dict__.get("_opponents")
+        if cached is None:
+            cached = [row.model_name for row in self.opponent_rows.all()]
+            self.__dict__["_opponents"] = cached
+        return list(cached)
 
     @property
     def player_name(self) -> str:
@@ -134,7 +138,8 @@ class Game(models.Model):
 
 
 class Round(models.Model):
-    """One photo of a game: the player's guess and the model's, both scored when the player guesses."""
+    """One photo of a game: the player's guess, scored when the player guesses; each AI's answer to it is a
+    RoundAnswer row stored at the same moment."""
 
     game = models.ForeignKey(Game, on_delete=models.CASCADE, related_name="rounds")
     index = models.PositiveSmallIntegerField()
@@ -144,16 +149,6 @@ class Round(models.Model):
     guess_lon = models.FloatField(null=True, blank=True)
     distance_km = models.FloatField(null=True, blank=True)
     score = models.PositiveIntegerField(null=True, blank=True)
-    # The model's answer is copied when the player guesses, so a later re-import never changes a played game.
-    model_lat = models.FloatField(null=True, blank=True)
-    model_lon = models.FloatField(null=True, blank=True)
-    model_distance_km = models.FloatField(null=True, blank=True)
-    model_score = models.PositiveIntegerField(null=True, blank=True)
-    # The second opponent's answer (games with two AIs), copied the same way.
-    model2_lat = models.FloatField(null=True, blank=True)
-    model2_lon = models.FloatField(null=True, blank=True)
-    model2_distance_km = models.FloatField(null=True, blank=True)
-    model2_score = models.PositiveIntegerField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     guessed_at = models.DateTimeField(null=True, blank=True)
 
@@ -173,6 +168,56 @@ class Round(models.Model):
         if self.started_at is None or self.guessed_at is None:
             return None
         return (self.guessed_at - self.started_at).total_seconds()
+
+
+class GameOpponent(models.Model):
+    """One AI opponent of a game: `model_name` (a ModelGuess.model_name) at `position` 0, 1, … in the game's order.
+
+    A game has 1..settings.GAME_MAX_OPPONENTS of them, written with the game and never changed. Position 0 is the
+    game's main opponent (the `opponent` / `model_*` keys of the API are its). `answers` are its RoundAnswers.
+    """
+
+    game = models.ForeignKey(Game, on_delete=models.CASCADE, related_name="opponent_rows")
+    position = models.PositiveSmallIntegerField()
+    model_name = models.CharField(max_length=100)
+
+    class Meta:
+        ordering = ["game", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["game", "position"], name="one_opponent_per_game_position"),
+            models.UniqueConstraint(fields=["game", "model_name"], name="one_opponent_per_game_model"),
+        ]
+        indexes = [models.Index(fields=["model_name"], name="gameopponent_model")]
+
+    def __str__(self) -> str:
+        return f"{self.model_name} in {self.game_id} (#{self.position + 1})"
+
+
+class RoundAnswer(models.Model):
+    """One AI's answer to one round: where `opponent` (the game's GameOpponent) placed the photo, its error and
+    its points, scored like the player's.
+
+    Copied from ModelGuess when the player guesses (one row per opponent of the game, all in one transaction), so
+    a later re-import or recompute never changes a played game. Unguessed rounds have no answers.
+    """
+
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="answers")
+    opponent = models.ForeignKey(GameOpponent, on_delete=models.CASCADE, related_name="answers")
+    lat = models.FloatField()
+    lon = models.FloatField()
+    distance_km = models.FloatField()
+    score = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["round", "opponent__position"]
+        constraints = [models.UniqueConstraint(fields=["round", "opponent"], name="one_answer_per_round_opponent")]
+
+    def __str__(self) -> str:
+        return f"{self.opponent.model_name} on round {self.round_id}"
+
+    @property
+    def model_name(self) -> str:
+        return self.opponent.model_name
 
 
 class RecomputeJob(models.Model):

@@ -8,13 +8,14 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
-from django.db.models import Avg, Case, CharField, Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
+from django.db.models import (Avg, Case, CharField, Count, Exists, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum,
+                              Value, When)
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
 from games.licences import playable_kinds
-from games.models import STARTER_PACK, Game, GameImage, ImageReport, ModelGuess, Round
+from games.models import STARTER_PACK, Game, GameImage, GameOpponent, ImageReport, ModelGuess, Round, RoundAnswer
 
 
 def starter_pack_enabled() -> bool:
@@ -66,10 +67,11 @@ def choosable_opponents() -> list[str]:
 
 
 def default_opponents() -> list[str]:
-    """The AI opponents of a game whose player chose none: GEOWEB_GAME_DEFAULT_OPPONENTS (at most two, those with
-    stored guesses), else the first of `opponent_models()` (the busiest model, or the first configured one)."""
+    """The AI opponents of a game whose player chose none: GEOWEB_GAME_DEFAULT_OPPONENTS (at most
+    GAME_MAX_OPPONENTS, those with stored guesses), else the first of `opponent_models()` (the busiest model, or the
+    first configured one)."""
     available = choosable_opponents()
-    chosen = [name for name in settings.GAME_DEFAULT_OPPONENTS if name in available][:2]
+    chosen = [name for name in settings.GAME_DEFAULT_OPPONENTS if name in available][:settings.GAME_MAX_OPPONENTS]
     return chosen or opponent_models()[:1]
 
 
@@ -212,22 +214,32 @@ def attribution(image: GameImage) -> dict:
             "licence_name": image.licence_name or "unknown licence", "licence_url": image.licence_url}
 
 
-def _ais(round_: Round, names: list[str]) -> list[dict]:
+def rounds_with_answers(game: Game) -> list[Round]:
+    """A game's rounds in order, with their photos and the AIs' answers (two queries)."""
+    return list(game.rounds.select_related("image").order_by("index").prefetch_related(
+        Prefetch("answers", queryset=RoundAnswer.objects.select_related("opponent"))))
+
+
+def _answers(round_: Round) -> list[RoundAnswer]:
+    """The AIs' answers of a round in the game's order of opponents (none before the player's guess)."""
+    return sorted(round_.answers.all(), key=lambda answer: answer.opponent.position)
+
+
+def _ais(round_: Round) -> list[dict]:
     """The AI opponents' answers of a guessed round, in the game's order of opponents."""
-    answers = [(round_.model_lat, round_.model_lon, round_.model_distance_km, round_.model_score),
-               (round_.model2_lat, round_.model2_lon, round_.model2_distance_km, round_.model2_score)]
-    return [{"name": name, "lat": lat, "lon": lon, "distance_km": km, "score": score,
-             "player_closer": round_.distance_km < km}
-            for name, (lat, lon, km, score) in zip(names, answers)]
+    return [{"name": a.opponent.model_name, "lat": a.lat, "lon": a.lon, "distance_km": a.distance_km,
+             "score": a.score, "player_closer": round_.distance_km < a.distance_km}
+            for a in _answers(round_)]
 
 
-def round_reveal(round_: Round, game: Game | None = None) -> dict:
+def round_reveal(round_: Round) -> dict:
     """A guessed round in full: truth, the player's and the AIs' guesses with the places they name, distances,
     scores and the photo's attribution.
 
-    `model*` keys are the first opponent's; `ais` lists every opponent (one or two) with its name.
+    `model*` keys are the first opponent's; `ais` lists every opponent (1..N, in the game's order) with its name.
+    The answers are read from `round_.answers` (prefetched by rounds_with_answers, or set by submit_guess).
     """
-    return _with_places([_reveal(round_, game)])[0]
+    return _with_places([_reveal(round_)])[0]
 
 
 def _with_places(reveals: list[dict]) -> list[dict]:
@@ -254,22 +266,22 @@ _PLACES: dict[tuple[float, float], tuple[str, str]] = {}
 _PLACES_MAX = 100_000
 
 
-def _reveal(round_: Round, game: Game | None = None) -> dict:
-    game = game or round_.game
+def _reveal(round_: Round) -> dict:
     data = round_public(round_)
-    ais = _ais(round_, game.opponents)
+    ais = _ais(round_)
+    first = ais[0]
     data.update(attribution(round_.image))
     data.update({
         "truth": {"lat": round_.image.lat, "lon": round_.image.lon},
         "guess": {"lat": round_.guess_lat, "lon": round_.guess_lon},
         "distance_km": round_.distance_km,
         "score": round_.score,
-        "model": {"lat": round_.model_lat, "lon": round_.model_lon},
-        "model_distance_km": round_.model_distance_km,
-        "model_score": round_.model_score,
+        "model": {"lat": first["lat"], "lon": first["lon"]},
+        "model_distance_km": first["distance_km"],
+        "model_score": first["score"],
         "ais": ais,
         "seconds_taken": round_.seconds_taken,
-        "better_than_model": round_.distance_km < round_.model_distance_km,
+        "better_than_model": first["player_closer"],
         "better_than_all_ais": all(ai["player_closer"] for ai in ais),
     })
     return data
@@ -278,25 +290,25 @@ def _reveal(round_: Round, game: Game | None = None) -> dict:
 def game_state(game: Game, rounds: list[Round] | None = None) -> dict:
     """The player's view of a game: rounds shown so far (guessed ones revealed), totals, what comes next."""
     if rounds is None:
-        rounds = list(game.rounds.select_related("image").order_by("index"))
+        rounds = rounds_with_answers(game)
     shown = [r for r in rounds if r.started_at is not None]
     guessed = [r for r in rounds if r.is_guessed]
-    revealed = _with_places([_reveal(r, game) for r in shown if r.is_guessed])
+    revealed = _with_places([_reveal(r) for r in shown if r.is_guessed])
     current = next((r for r in rounds if not r.is_guessed), None)
     return {
         "key": str(game.key),
         "mode": game.mode,
-        "opponent": game.opponent_model,
+        "opponent": game.opponents[0],
         "rounds_total": len(rounds),
         "finished": game.finished_at is not None,
         "current_index": current.index if current is not None else None,
         "current_started": bool(current is not None and current.started_at is not None),
         "rounds": [revealed.pop(0) if r.is_guessed else round_public(r) for r in shown],
         "score": sum(r.score for r in guessed),
-        "model_score": sum(r.model_score for r in guessed),
+        "model_score": sum(_answers(r)[0].score for r in guessed),
         "opponents": game.opponents,
-        "ai_scores": [{"name": name, "score": sum(getattr(r, field) for r in guessed)}
-                      for name, field in zip(game.opponents, ("model_score", "model2_score"))],
+        "ai_scores": [{"name": name, "score": sum(_answers(r)[position].score for r in guessed)}
+                      for position, name in enumerate(game.opponents)],
         "nickname": game.nickname,
         "player_name": game.player_name,
         "challenge_url": reverse("game-challenge", args=[game.challenge_token]) if game.finished_at else None,
@@ -308,31 +320,31 @@ def _challenger(game: Game) -> dict | None:
     source = game.challenge_of
     if source is None:
         return None
-    totals = source.rounds.aggregate(score=Sum("score"), model_score=Sum("model_score"),
-                                     model2_score=Sum("model2_score"))
-    return {"name": source.player_name, "score": totals["score"] or 0, "model_score": totals["model_score"] or 0,
-            "ais": [{"name": name, "score": totals[field] or 0}
-                    for name, field in zip(source.opponents, ("model_score", "model2_score"))],
+    score = source.rounds.aggregate(score=Sum("score"))["score"]
+    ais = [{"name": row.model_name, "score": row.total or 0} for row in
+           GameOpponent.objects.filter(game=source).annotate(total=Sum("answers__score")).order_by("position")]
+    return {"name": source.player_name, "score": score or 0, "model_score": ais[0]["score"], "ais": ais,
             "round_scores": list(source.rounds.order_by("index").values_list("score", flat=True))}
 
 
 def game_summary(game: Game) -> dict:
     """Totals, the count of rounds closer than the model, mean errors and the per-round table of a game."""
-    rounds = list(game.rounds.select_related("image").order_by("index"))
+    rounds = rounds_with_answers(game)
     guessed = [r for r in rounds if r.is_guessed]
     n = len(guessed)
     state = game_state(game, rounds)
     state.update({
-        "better_than_model": sum(1 for r in guessed if r.distance_km < r.model_distance_km),
+        "better_than_model": sum(1 for r in guessed if r.distance_km < _answers(r)[0].distance_km),
         "rounds_played": n,
         "mean_error_km": sum(r.distance_km for r in guessed) / n if n else None,
-        "model_mean_error_km": sum(r.model_distance_km for r in guessed) / n if n else None,
+        "model_mean_error_km": sum(_answers(r)[0].distance_km for r in guessed) / n if n else None,
         "max_score": 5000 * len(rounds),
     })
-    for ai, field in zip(state["ai_scores"], ("model_distance_km", "model2_distance_km")):
-        ai["player_closer_rounds"] = sum(1 for r in guessed if r.distance_km < getattr(r, field))
-        ai["mean_error_km"] = sum(getattr(r, field) for r in guessed) / n if n else None
-    # "You beat both AIs" (or the one AI): a higher total than every opponent.
+    for position, ai in enumerate(state["ai_scores"]):
+        errors = [_answers(r)[position].distance_km for r in guessed]
+        ai["player_closer_rounds"] = sum(1 for r, km in zip(guessed, errors) if r.distance_km < km)
+        ai["mean_error_km"] = sum(errors) / n if n else None
+    # "You beat all the AIs" (or the one AI): a higher total than every opponent.
     state["beat_all_ais"] = bool(n) and all(state["score"] > ai["score"] for ai in state["ai_scores"])
     return state
 
@@ -346,19 +358,52 @@ def leaderboard(*, period: str = "all", limit: int = 20, now: dt.datetime | None
         games = games.filter(finished_at__gte=start)
     elif period != "all":
         raise ValueError(f"unknown leaderboard period {period!r}")
-    rows = (games.select_related("user")
-            .annotate(total=Sum("rounds__score"), model_total=Sum("rounds__model_score"),
-                      model2_total=Sum("rounds__model2_score"),
-                      better=Count("rounds", filter=Q(rounds__distance_km__lt=F("rounds__model_distance_km"))))
-            .order_by("-total", "finished_at")[:limit])
-    return [{"rank": i + 1, "name": g.player_name, "score": g.total or 0, "model_score": g.model_total or 0,
-             "better_than_model": g.better, "finished_at": g.finished_at, "opponent": g.opponent_model,
-             "difficulty": g.difficulty, "opponents": g.opponents,
-             "ais": [{"name": name, "score": total or 0}
-                     for name, total in zip(g.opponents, (g.model_total, g.model2_total))],
-             "challenge_url": reverse("game-challenge", args=[g.challenge_token])}
-            for i, g in enumerate(rows)]
+    rows = list(games.select_related("user").annotate(total=Sum("rounds__score"))
+                .order_by("-total", "finished_at")[:limit])
+    # Each opponent's total on the listed games, and how many rounds the player was closer, in one query.
+    ais: dict[int, list] = {}
+    for row in (GameOpponent.objects.filter(game__in=[g.pk for g in rows])
+                .annotate(total=Sum("answers__score"),
+                          beaten=Count("answers", filter=Q(answers__distance_km__gt=F("answers__round__distance_km"))))
+                .order_by("game_id", "position")):
+        ais.setdefault(row.game_id, []).append(row)
+    result = []
+    for i, g in enumerate(rows):
+        opponents = ais.get(g.pk, [])
+        result.append({
+            "rank": i + 1, "name": g.player_name, "score": g.total or 0,
+            "model_score": (opponents[0].total or 0) if opponents else 0,
+            "better_than_model": opponents[0].beaten if opponents else 0, "finished_at": g.finished_at,
+            "opponent": opponents[0].model_name if opponents else "", "difficulty": g.difficulty,
+            "opponents": [o.model_name for o in opponents],
+            "ais": [{"name": o.model_name, "score": o.total or 0} for o in opponents],
+            "challenge_url": reverse("game-challenge", args=[g.challenge_token])})
+    return result
 
+
+
+# --- the game-image explorer -----------------------------------------------------------------------------------
+
+def game_image_points(*, user) -> list[dict]:
+    """Game images for the explorer map: staff see all, players only the images they have guessed on; each with
+    its position, scene (the most likely of indoor / natural / urban), whether it is active and every model's
+    error in km."""
+    queryset = GameImage.objects.all()
+    if not user.is_staff:
+        queryset = queryset.filter(rounds__game__user=user, rounds__guessed_at__isnull=False).distinct()
+    rows = list(queryset.values("pk", "lat", "lon", "p_indoor", "p_natural", "p_urban", "active"))
+    errors: dict[int, dict] = {}
+    for guess in ModelGuess.objects.filter(image_id__in=[r["pk"] for r in rows]).values(
+            "image_id", "model_name", "distance_km"):
+        errors.setdefault(guess["image_id"], {})[guess["model_name"]] = round(guess["distance_km"], 1)
+    points = []
+    for row in rows:
+        scene = {"indoor": row["p_indoor"], "natural": row["p_natural"], "urban": row["p_urban"]}
+        known = {k: v for k, v in scene.items() if v is not None}
+        points.append({"id": row["pk"], "lat": row["lat"], "lon": row["lon"], "active": row["active"],
+                       "scene": max(known, key=known.get) if known else "unknown",
+                       "errors_km": errors.get(row["pk"], {})})
+    return points
 
 
 # --- curation ---------------------------------------------------------------------------------------------------
@@ -381,7 +426,9 @@ def with_curation_stats(queryset: QuerySet[GameImage], *, model_name: str | None
     return queryset.annotate(
         rounds_played=_count(guessed),
         mean_player_km=Subquery(guessed.annotate(mean=Avg("distance_km")).values("mean")),
-        beat_model=_count(guessed.filter(distance_km__lt=F("model_distance_km"))),
+        # Rounds where the player was closer than the game's first AI opponent (whichever model it was).
+        beat_model=_count(guessed.filter(answers__opponent__position=0,
+                                         distance_km__lt=F("answers__distance_km"))),
         model_error_km=Subquery(ModelGuess.objects.filter(image=OuterRef("pk"), model_name=model_name or "")
                                 .values("distance_km")[:1]),
         guess_count=_count(guesses),

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from games import scoring, selectors
-from games.models import Game, ModelGuess, Round
+from games.models import Game, GameOpponent, ModelGuess, Round, RoundAnswer
 
 
 class GameError(Exception):
@@ -56,7 +56,9 @@ def _new_token() -> str:
 GAME_DIFFICULTIES = ("easy", "mixed", "hard")
 
 
-MAX_OPPONENTS = 2
+def max_opponents() -> int:
+    """How many AI opponents one game may have: settings.GAME_MAX_OPPONENTS."""
+    return settings.GAME_MAX_OPPONENTS
 
 
 def _requested_opponents(opponent_model, opponents) -> list[str]:
@@ -67,15 +69,15 @@ def _requested_opponents(opponent_model, opponents) -> list[str]:
     if opponents is not None and not isinstance(opponents, (list, tuple)):
         raise GameError("`opponents` must be a list of model names")
     requested = ([opponent_model] if opponent_model else []) + list(opponents or [])
-    if len(requested) > MAX_OPPONENTS:
-        raise GameError(f"a game has at most {MAX_OPPONENTS} AI opponents, not {len(requested)}")
+    if len(requested) > max_opponents():
+        raise GameError(f"a game has at most {max_opponents()} AI opponents, not {len(requested)}")
     names = []
     for name in requested:
         if not isinstance(name, str):
             raise GameError("`opponents` must be a list of model names")
         name = name.strip()
         if name in names:
-            raise GameError(f"{name!r} is named twice: choose two different AI opponents, or one")
+            raise GameError(f"{name!r} is named twice: choose different AI opponents")
         if name:
             names.append(name)
     return names
@@ -85,8 +87,9 @@ def start_game(*, user=None, session_key: str = "", opponent_model: str | None =
                challenge_token: str | None = None, difficulty: str = "mixed", opponents=None) -> Game:
     """A new game of `settings.GAME_ROUNDS` rounds; a challenge replays another game's images in the same order.
 
-    The game is played against one or two AI opponents: `opponent_model` and/or `opponents` name them (each must
-    have stored guesses, see selectors.choosable_opponents); without either, selectors.default_opponents() is used.
+    The game is played against 1..settings.GAME_MAX_OPPONENTS AI opponents, in order: `opponent_model` and/or
+    `opponents` name them (each must have stored guesses, see selectors.choosable_opponents); without either,
+    selectors.default_opponents() is used. A challenge keeps the source game's opponents.
 
     `difficulty` "easy" or "hard" draws only images rated so (see games.difficulty); "mixed" draws from all.
     """
@@ -125,8 +128,10 @@ def start_game(*, user=None, session_key: str = "", opponent_model: str | None =
         game = Game.objects.create(
             user=user if is_player else None, session_key="" if is_player else session_key, seed=seed,
             mode=Game.Mode.CHALLENGE if source else Game.Mode.CLASSIC, challenge_of=source,
-            opponent_model=names[0], second_opponent=names[1] if len(names) > 1 else "",
             challenge_token=_new_token(), difficulty=difficulty)
+        GameOpponent.objects.bulk_create([GameOpponent(game=game, position=position, model_name=name)
+                                          for position, name in enumerate(names)])
+        game.__dict__["_opponents"] = list(names)
         Round.objects.bulk_create([
             Round(game=game, index=i, image=image, photo_token=_new_token(), started_at=now if i == 0 else None)
             for i, image in enumerate(images)])
@@ -181,39 +186,39 @@ def submit_guess(*, game: Game, round_index: int, lat: float, lon: float,
         raise RoundOutOfOrder(f"round {round_index} is not the current round ({round_.index})")
     if round_.started_at is None:
         raise RoundOutOfOrder(f"round {round_index} has not been shown yet")
-    answers = {name: (lat, lon) for name, lat, lon in ModelGuess.objects.filter(
-        image_id=round_.image_id, model_name__in=game.opponents).values_list("model_name", "lat", "lon")}
-    for name in game.opponents:
-        if name not in answers:
+    opponents = list(GameOpponent.objects.filter(game=game).order_by("position"))
+    names = [opponent.model_name for opponent in opponents]
+    stored = {name: (lat, lon) for name, lat, lon in ModelGuess.objects.filter(
+        image_id=round_.image_id, model_name__in=names).values_list("model_name", "lat", "lon")}
+    for name in names:
+        if name not in stored:
             raise GameError(f"the model {name} has no stored guess for this photo any more")
     image = round_.image
     now = now or timezone.now()
     round_.guess_lat, round_.guess_lon = float(lat), float(lon)
     round_.distance_km = scoring.error_km(true_lat=image.lat, true_lon=image.lon, lat=lat, lon=lon)
     round_.score = scoring.score(round_.distance_km)
-    round_.model_lat, round_.model_lon = answers[game.opponent_model]
-    round_.model_distance_km = scoring.error_km(true_lat=image.lat, true_lon=image.lon, lat=round_.model_lat,
-                                                lon=round_.model_lon)
-    round_.model_score = scoring.score(round_.model_distance_km)
-    fields = ["guess_lat", "guess_lon", "distance_km", "score", "model_lat", "model_lon", "model_distance_km",
-              "model_score", "guessed_at"]
-    if game.second_opponent:
-        round_.model2_lat, round_.model2_lon = answers[game.second_opponent]
-        round_.model2_distance_km = scoring.error_km(true_lat=image.lat, true_lon=image.lon, lat=round_.model2_lat,
-                                                     lon=round_.model2_lon)
-        round_.model2_score = scoring.score(round_.model2_distance_km)
-        fields += ["model2_lat", "model2_lon", "model2_distance_km", "model2_score"]
+    answers = []
+    for opponent in opponents:  # every AI is scored the same way as the player
+        ai_lat, ai_lon = stored[opponent.model_name]
+        km = scoring.error_km(true_lat=image.lat, true_lon=image.lon, lat=ai_lat, lon=ai_lon)
+        answers.append(RoundAnswer(round=round_, opponent=opponent, lat=ai_lat, lon=ai_lon, distance_km=km,
+                                   score=scoring.score(km)))
     round_.guessed_at = now
     last = round_.index == rounds[-1].index
     with transaction.atomic():
         # The conditional update is the guard against two guesses racing for the same round.
-        stored = Round.objects.filter(pk=round_.pk, guessed_at__isnull=True).update(
-            **{name: getattr(round_, name) for name in fields})
-        if not stored:
+        updated = Round.objects.filter(pk=round_.pk, guessed_at__isnull=True).update(
+            guess_lat=round_.guess_lat, guess_lon=round_.guess_lon, distance_km=round_.distance_km,
+            score=round_.score, guessed_at=now)
+        if not updated:
             raise AlreadyGuessed(f"round {round_index} has already been guessed")
+        RoundAnswer.objects.bulk_create(answers)
         if last:
             game.finished_at = now
             Game.objects.filter(pk=game.pk, finished_at__isnull=True).update(finished_at=now)
+    # The reveal reads the answers from the round (as a prefetch would hold them), in the game's order.
+    round_._prefetched_objects_cache = {"answers": answers}
     return round_
 
 

@@ -7,6 +7,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("leaderboard/", views.leaderboard, name="leaderboard"),
     path("credits/", views.credits, name="credits"),
+    path("explore/game-images/", views.game_image_explorer, name="game-image-explorer"),
     path("play/start/", views.start, name="game-start"),
     path("play/<uuid:key>/", views.play, name="game-play"),
     path("play/challenge/<str:token>/", views.challenge, name="game-challenge"),

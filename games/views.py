@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import RequestDataTooBig
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -79,9 +80,22 @@ def _start(request, data: dict):
 
 # --- pages ------------------------------------------------------------------------------------------------------
 
+_ORDINALS = ("First", "Second", "Third", "Fourth", "Fifth", "Sixth")
+
+
+def _extra_opponent_fields(defaults: list[str]) -> list[dict]:
+    """The home form's optional AI choices after the first: `opponent2` … `opponent<GAME_MAX_OPPONENTS>`."""
+    return [{"field": f"opponent{i + 1}",
+             "label": f"{_ORDINALS[i] if i < len(_ORDINALS) else f'AI {i + 1}'} AI (optional)",
+             "default": defaults[i] if i < len(defaults) else ""}
+            for i in range(1, settings.GAME_MAX_OPPONENTS)]
+
+
 def _home_context(**extra) -> dict:
     playability = selectors.playability()
-    return {"opponents": selectors.choosable_opponents(), "defaults": selectors.default_opponents(),
+    defaults = selectors.default_opponents()
+    return {"opponents": selectors.choosable_opponents(), "defaults": defaults,
+            "extra_opponents": _extra_opponent_fields(defaults),
             "playable": playability["playable"], "playability": playability, "rounds": settings.GAME_ROUNDS,
             "top": selectors.leaderboard(period="all", limit=5), **extra}
 
@@ -98,6 +112,13 @@ def credits(request):
     return render(request, "games/credits.html", {"credits": selectors.credits()})
 
 
+@login_required
+@require_GET
+def game_image_explorer(request):
+    """The game images on a map with each model's error: staff see all, players the images they have guessed."""
+    return render(request, "games/game_images.html", {"points": selectors.game_image_points(user=request.user)})
+
+
 @require_POST
 def start(request):
     """The home page's form: start a game and open it (works without JavaScript up to the play page)."""
@@ -106,7 +127,8 @@ def start(request):
         return ratelimit.too_many_requests(request, verdict, "new games")
     try:
         game = _start(request, {"opponent": request.POST.get("opponent"), "challenge": request.POST.get("challenge"),
-                                "opponents": [request.POST.get("opponent2") or ""],
+                                "opponents": [request.POST.get(f"opponent{i + 1}") or ""
+                                              for i in range(1, settings.GAME_MAX_OPPONENTS)],
                                 "difficulty": request.POST.get("difficulty")})
     except services.GameError as error:
         return render(request, "games/home.html", _home_context(error=error.message), status=error.status)
@@ -189,7 +211,7 @@ def api_guess(request, key):
         round_ = services.submit_guess(game=game, round_index=index, lat=lat, lon=lon)
     except services.GameError as error:
         return _error(error)
-    return JsonResponse({"round": selectors.round_reveal(round_, game), "finished": game.finished_at is not None})
+    return JsonResponse({"round": selectors.round_reveal(round_), "finished": game.finished_at is not None})
 
 
 @require_POST

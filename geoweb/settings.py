@@ -185,7 +185,10 @@ GAME_COMMERCIAL = env_bool("GEOWEB_GAME_COMMERCIAL", False)
 # default) is on unless GEOWEB_GAME_IMAGES names the operator's own images, so the two are never mixed silently.
 GAME_STARTER_PACK = os.environ.get("GEOWEB_GAME_STARTER_PACK", "auto").strip().lower() or "auto"
 GAME_OPPONENT_MODELS = env_list("GEOWEB_GAME_OPPONENTS", "")
-# At most two AIs per game; ";"-separated, because ISN model names such as "ISNs(M, f*, S3)" contain commas.
+# How many AI opponents one game may have (the home form offers this many choices; the API refuses more).
+GAME_MAX_OPPONENTS = max(1, env_int("GEOWEB_GAME_MAX_OPPONENTS", 3))
+# At most GAME_MAX_OPPONENTS AIs per game; ";"-separated, because ISN model names such as "ISNs(M, f*, S3)"
+# contain commas.
 GAME_DEFAULT_OPPONENTS = [name.strip() for name in os.environ.get("GEOWEB_GAME_DEFAULT_OPPONENTS", "").split(";")
                           if name.strip()]
 

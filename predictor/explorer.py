@@ -1,4 +1,6 @@
-"""Read side of the explorers: the active model's partitionings as GeoJSON, and game images with the model's error."""
+"""Read side of the partition explorer: the active model's partitionings as GeoJSON.
+
+(The game-image explorer belongs to play mode: games.selectors.game_image_points and games.views.)"""
 from __future__ import annotations
 
 import functools
@@ -60,25 +62,3 @@ def _geojson(model_name: str, names: tuple[str, ...], position: int, partitionin
     return json.dumps({"type": "FeatureCollection", "model": model_name, "partitioning": partitioning.name,
                        "max_images": max(counts) if counts else 0, "features": features},
                       separators=(",", ":")).encode()
-
-
-def game_image_points(*, user) -> list[dict]:
-    """Game images for the explorer map: staff see all, players only the images they have guessed on."""
-    from games.models import GameImage, ModelGuess
-
-    queryset = GameImage.objects.all()
-    if not user.is_staff:
-        queryset = queryset.filter(rounds__game__user=user, rounds__guessed_at__isnull=False).distinct()
-    rows = list(queryset.values("pk", "lat", "lon", "p_indoor", "p_natural", "p_urban", "active"))
-    errors: dict[int, dict] = {}
-    for guess in ModelGuess.objects.filter(image_id__in=[r["pk"] for r in rows]).values(
-            "image_id", "model_name", "distance_km"):
-        errors.setdefault(guess["image_id"], {})[guess["model_name"]] = round(guess["distance_km"], 1)
-    points = []
-    for row in rows:
-        scene = {"indoor": row["p_indoor"], "natural": row["p_natural"], "urban": row["p_urban"]}
-        known = {k: v for k, v in scene.items() if v is not None}
-        points.append({"id": row["pk"], "lat": row["lat"], "lon": row["lon"], "active": row["active"],
-                       "scene": max(known, key=known.get) if known else "unknown",
-                       "errors_km": errors.get(row["pk"], {})})
-    return points

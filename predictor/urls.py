@@ -1,4 +1,4 @@
-"""Routes of the upload analysis and the explorers."""
+"""Routes of the upload analysis and the partition explorer (the game-image explorer is in games.urls)."""
 from django.urls import path
 
 from predictor import views
@@ -16,5 +16,4 @@ urlpatterns = [
     path("terms/", views.terms, name="terms"),
     path("explore/partitions/", views.partition_explorer, name="partition-explorer"),
     path("explore/partitions/<str:name>.geojson", views.partition_cells, name="partition-cells"),
-    path("explore/game-images/", views.game_image_explorer, name="game-image-explorer"),
 ]

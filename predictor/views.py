@@ -250,11 +250,3 @@ def partition_cells(request, name: str):
     response = HttpResponse(data, content_type="application/geo+json")
     response["Cache-Control"] = "private, max-age=300"
     return response
-
-
-@login_required
-@require_GET
-def game_image_explorer(request):
-    return render(request, "predictor/game_images.html", {
-        "points": explorer.game_image_points(user=request.user),
-    })

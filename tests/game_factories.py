@@ -5,7 +5,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
 from games.licences import licence_fields
-from games.models import GameImage, ModelGuess
+from games.models import GameImage, ModelGuess, RoundAnswer
 from predictor.ml.geodesy import great_circle_km
 from tests.conftest import make_jpeg
 
@@ -36,3 +36,14 @@ def make_playable(count: int = 6, *, model_name: str = MODEL) -> list[GameImage]
     """`count` playable images; the model guesses 2 degrees north of each truth (about 222 km off)."""
     return [make_image(index=i, lat=lat, lon=lon, model_lat=lat + 2.0, model_lon=lon, model_name=model_name)
             for i, (lat, lon) in enumerate(PLACES[:count])]
+
+
+def ai_scores_and_errors(game) -> list[tuple[str, list[int], list[float]]]:
+    """Each AI opponent of `game` in order: its name, and its stored per-round scores and errors (rounds in order)."""
+    rows: dict[int, tuple[str, list[int], list[float]]] = {}
+    for answer in (RoundAnswer.objects.filter(round__game=game).select_related("opponent")
+                   .order_by("opponent__position", "round__index")):
+        name, scores, errors = rows.setdefault(answer.opponent.position, (answer.opponent.model_name, [], []))
+        scores.append(answer.score)
+        errors.append(answer.distance_km)
+    return [rows[position] for position in sorted(rows)]

@@ -101,18 +101,24 @@ def test_an_image_without_the_second_opponents_guess_is_never_chosen(client, set
     assert Game.objects.count() == games_before
 
 
-def test_bad_opponent_choices_are_refused_clearly(client):
+def test_bad_opponent_choices_are_refused_clearly(client, settings):
     add_second_model(make_playable(6))
-    ModelGuess.objects.create(image=GameImage.objects.first(), model_name="third", lat=0, lon=0, distance_km=1)
+    for name in ("third", "fourth"):
+        ModelGuess.objects.create(image=GameImage.objects.first(), model_name=name, lat=0, lon=0, distance_km=1)
+    assert settings.GAME_MAX_OPPONENTS == 3
     cases = [({"opponents": [MODEL, "nonexistent"]}, "unknown opponent"),
-             ({"opponents": [MODEL, SECOND, "third"]}, "at most 2"),
+             ({"opponents": [MODEL, SECOND, "third", "fourth"]}, "at most 3"),
              ({"opponents": {"a": 1}}, "list of model names"),
              ({"opponents": [MODEL, 3]}, "list of model names")]
     for body, message in cases:
         response = post(client, reverse("game-api-start"), body)
         assert response.status_code == 400 and message in response.json()["error"], (body, response.content)
     assert Game.objects.count() == 0
-    # Naming the same model twice, or a list longer than two, is refused too (issue 13), and creates nothing.
+    # The cap is a setting: with GAME_MAX_OPPONENTS = 2, three AIs are refused.
+    settings.GAME_MAX_OPPONENTS = 2
+    response = post(client, reverse("game-api-start"), {"opponents": [MODEL, SECOND, "third"]})
+    assert response.status_code == 400 and "at most 2" in response.json()["error"]
+    # Naming the same model twice is refused too (issue 13), and creates nothing.
     for body in ({"opponents": [SECOND, SECOND]}, {"opponent": MODEL, "opponents": [MODEL]},
                  {"opponents": [MODEL, SECOND, SECOND]}):
         response = post(client, reverse("game-api-start"), body)

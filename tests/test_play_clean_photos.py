@@ -30,8 +30,7 @@ def serve_every_image(client) -> dict[str, bytes]:
     """A game of the client's session with one shown round per game image; the bytes /play/photo/ serves for each."""
     session = client.session
     session.save()
-    game = Game.objects.create(session_key=session.session_key, seed=1, opponent_model="x",
-                               challenge_token=secrets.token_urlsafe(16))
+    game = Game.objects.create(session_key=session.session_key, seed=1, challenge_token=secrets.token_urlsafe(16))
     served = {}
     for index, image in enumerate(GameImage.objects.order_by("source_id")):
         round_ = Round.objects.create(game=game, index=index, image=image, photo_token=secrets.token_urlsafe(16),

@@ -162,7 +162,7 @@ def test_game_image_explorer_shows_staff_everything_and_players_what_they_played
     played = GameImage.objects.create(lat=48.85, lon=2.35, source_id="a", p_indoor=0.1, p_natural=0.2, p_urban=0.7)
     unseen = GameImage.objects.create(lat=-33.9, lon=151.2, source_id="b", p_indoor=0.1, p_natural=0.8, p_urban=0.1)
     ModelGuess.objects.create(image=played, model_name="m", lat=50.0, lon=3.0, distance_km=150.0)
-    game = Game.objects.create(user=user, seed=1, opponent_model="m", challenge_token="tok")
+    game = Game.objects.create(user=user, seed=1, challenge_token="tok")
     Round.objects.create(game=game, index=0, image=played, photo_token="p1", guessed_at=timezone.now())
     Round.objects.create(game=game, index=1, image=unseen, photo_token="p2")  # shown but not guessed yet
 

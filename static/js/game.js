@@ -7,8 +7,9 @@
   var urls = root.dataset;
   var KM_PER_MILE = 1.609344;
   var COLOURS = { you: "#1f6feb", truth: "#1a7f37", model: "#c62828" };
-  /* Each AI opponent has its own shape and colour: the first a triangle, the second a diamond. */
-  var AI_STYLES = [{ shape: "triangle", colour: "#c62828" }, { shape: "diamond", colour: "#8250df" }];
+  /* Each AI opponent has its own shape and colour: the first a triangle, the second a diamond, the third a star. */
+  var AI_STYLES = [{ shape: "triangle", colour: "#c62828" }, { shape: "diamond", colour: "#8250df" },
+                   { shape: "star", colour: "#b35900" }];
   var units = localStorage.getItem("geoweb-units") === "mi" ? "mi" : "km";
   var state = null, current = null, revealed = null, pin = null, overlays = [], countries = [];
   var $ = function (id) { return document.getElementById(id); };
@@ -50,11 +51,28 @@
 
   function pointsLabel(n) { return points(n) + (Number(n) === 1 ? " point" : " points"); }
 
-  /* Two AIs that answered the same place would hide one another: draw them side by side. */
+  /* AIs that answered the same place would hide one another: draw each group of them side by side. */
   function aiShifts(ais) {
-    if (ais.length < 2) { return [0, 0]; }
-    var same = Math.abs(ais[0].lat - ais[1].lat) < 0.05 && Math.abs(ais[0].lon - ais[1].lon) < 0.05;
-    return same ? [-9, 9] : [0, 0];
+    var shifts = ais.map(function () { return 0; });
+    var groups = [];
+    ais.forEach(function (ai, i) {
+      var group = groups.find(function (g) {
+        return Math.abs(ais[g[0]].lat - ai.lat) < 0.05 && Math.abs(ais[g[0]].lon - ai.lon) < 0.05;
+      });
+      if (group) { group.push(i); } else { groups.push([i]); }
+    });
+    groups.forEach(function (g) {
+      if (g.length < 2) { return; }
+      g.forEach(function (i, k) { shifts[i] = Math.round(18 * (k - (g.length - 1) / 2)); });
+    });
+    return shifts;
+  }
+
+  /* The names of the AIs drawn at the same place as AI i (itself included). */
+  function sharedNames(ais, i) {
+    return ais.filter(function (a) {
+      return Math.abs(a.lat - ais[i].lat) < 0.05 && Math.abs(a.lon - ais[i].lon) < 0.05;
+    }).map(function (a) { return a.name; }).join(" and ");
   }
 
   function escapeHtml(text) {
@@ -147,7 +165,7 @@
     round.ais.forEach(function (ai, i) {
       var style = AI_STYLES[i % AI_STYLES.length], at = L.latLng(ai.lat, ai.lon);
       overlays.push(L.marker(at, { keyboard: false, icon: GeoWeb.shapeIcon(style.shape, style.colour, ai.name + "'s guess", shifts[i]) })
-        .bindTooltip(shifts[i] ? round.ais.map(function (a) { return a.name; }).join(" and ") + ": the same place" : ai.name).addTo(map));
+        .bindTooltip(shifts[i] ? sharedNames(round.ais, i) + ": the same place" : ai.name).addTo(map));
       overlays.push(new L.Geodesic([at, truth], { color: style.colour, weight: 2 }).addTo(map));
       bounds.push(at);
     });
@@ -174,8 +192,8 @@
       ' · <span class="place">' + escapeHtml(r.guess.place) + "</span></p>" +
       r.ais.map(function (ai, i) {
         var aiWins = ai.distance_km < r.distance_km;
-        /* The first AI keeps the id "model-result" the page has always had. */
-        return '<p class="line ai-result ' + (aiWins ? "win" : "lose") + '" id="' + (i === 0 ? "model-result" : "model2-result") + '">' +
+        /* The first AI keeps the id "model-result" the page has always had; the others are model2-result, … */
+        return '<p class="line ai-result ' + (aiWins ? "win" : "lose") + '" id="' + (i === 0 ? "model-result" : "model" + (i + 1) + "-result") + '">' +
           '<strong class="ai-name">' + escapeHtml(ai.name) + "</strong> · Model: " + distance(ai.distance_km) + " · " + pointsLabel(ai.score) +
           ' · <span class="place">' + escapeHtml(ai.place) + "</span></p>";
       }).join("");
@@ -219,7 +237,8 @@
     $("summary").hidden = false;
     updateBar();
     var better = summary.better_than_model, ais = summary.ai_scores, first = escapeHtml(ais[0].name);
-    var verdict = summary.beat_all_ais ? (ais.length > 1 ? "You beat both AIs!" : "You beat the AI!") : "";
+    var verdict = summary.beat_all_ais ?
+      (ais.length > 2 ? "You beat all " + ais.length + " AIs!" : (ais.length > 1 ? "You beat both AIs!" : "You beat the AI!")) : "";
     $("summary-totals").innerHTML = "Your score: <strong id=\"summary-score\">" + points(summary.score) + "</strong> of " +
       points(summary.max_score) + ais.map(function (ai, i) {
         return " · " + escapeHtml(ai.name) + ': <strong class="summary-ai-score" id="summary-ai-' + i + '">' + points(ai.score) + "</strong>";
@@ -238,11 +257,14 @@
     body.innerHTML = "";
     summary.rounds.forEach(function (r) {
       var row = document.createElement("tr");
-      /* A second-AI cell only in two-AI games: the header has that column only then. */
+      /* One "error · score" cell per AI after the first, as in the header. */
       row.innerHTML = '<td class="num">' + (r.index + 1) + '</td><td class="num ' + (r.better_than_model ? "win" : "") + '">' + distance(r.distance_km) +
         '</td><td class="num">' + points(r.score) + '</td><td class="num">' + distance(r.model_distance_km) +
         '</td><td class="num">' + points(r.model_score) + "</td>" +
-        (ais.length > 1 ? '<td class="num">' + (r.ais.length > 1 ? distance(r.ais[1].distance_km) + " · " + points(r.ais[1].score) : "–") + "</td>" : "") +
+        ais.slice(1).map(function (ai, k) {
+          var answer = r.ais[k + 1];
+          return '<td class="num">' + (answer ? distance(answer.distance_km) + " · " + points(answer.score) : "–") + "</td>";
+        }).join("") +
         '<td class="num">' + (r.seconds_taken === null ? "–" : Math.round(r.seconds_taken) + " s") + "</td>" +
         '<td class="photo-credit">' + escapeHtml(r.truth.place) + "<br>" + attributionHtml(r) + "</td>";
       body.appendChild(row);

@@ -69,13 +69,15 @@
     return map;
   }
 
-  /* Marker icons that differ by shape as well as colour: circle = you, square = truth, triangle = model. */
+  /* Marker icons that differ by shape as well as colour: circle = you, square = truth, triangle, diamond
+     and star = the AIs. */
   function shapeIcon(shape, colour, label, shiftX) {
     var svg = {
       circle: '<circle cx="12" cy="12" r="9"/>',
       square: '<rect x="3" y="3" width="18" height="18"/>',
       triangle: '<polygon points="12,2 22,21 2,21"/>',
-      diamond: '<polygon points="12,1 23,12 12,23 1,12"/>'
+      diamond: '<polygon points="12,1 23,12 12,23 1,12"/>',
+      star: '<polygon points="12,1 15,9 23,9 17,14 19,23 12,18 5,23 7,14 1,9 9,9"/>'
     }[shape];
     return L.divIcon({
       className: "shape-marker shape-" + shape,
