@@ -46,7 +46,7 @@ def _populate(*, photos: int, rounds: int, seed: int) -> None:
     from django.db import transaction
     from django.utils import timezone
 
-    from games.models import Game, GameImage, Round
+    from games.models import Game, GameImage, GameOpponent, Round, RoundAnswer
     from games.scoring import score
     from predictor.ml.geodesy import great_circle_km
 
@@ -68,34 +68,36 @@ def _populate(*, photos: int, rounds: int, seed: int) -> None:
 
     games = rounds // 5
     with transaction.atomic():
-        Game.objects.bulk_create([
-            Game(challenge_token=f"bench{g}", session_key=f"s{g}", seed=g, opponent_model=MODELS[0],
-                 second_opponent=MODELS[1] if g % 3 == 0 else "", finished_at=now) for g in range(games)],
-            batch_size=2000)
-    game_ids = list(Game.objects.order_by("id").values_list("id", "second_opponent"))
-    batch = []
-    for n, (game_id, second) in enumerate(game_ids):
+        Game.objects.bulk_create([Game(challenge_token=f"bench{g}", session_key=f"s{g}", seed=g, finished_at=now)
+                                  for g in range(games)], batch_size=2000)
+        game_ids = list(Game.objects.order_by("id").values_list("id", flat=True))
+        GameOpponent.objects.bulk_create(
+            [GameOpponent(game_id=game_id, position=0, model_name=MODELS[0]) for game_id in game_ids]
+            + [GameOpponent(game_id=game_id, position=1, model_name=MODELS[1]) for n, game_id in enumerate(game_ids)
+               if n % 3 == 0], batch_size=5000)
+    opponents: dict[int, list[int]] = {}
+    for opponent_id, game_id in GameOpponent.objects.order_by("game_id", "position").values_list("id", "game_id"):
+        opponents.setdefault(game_id, []).append(opponent_id)
+    pending = []  # (Round, [(opponent id, lat, lon, km)])
+    for n, game_id in enumerate(game_ids):
         for index in range(5):
             image_id, lat, lon = images[rng.randrange(len(images))]
             glat, glon = guess_near(lat, lon, rng.choice((0.5, 5, 20, 40)))
-            mlat, mlon = guess_near(lat, lon, rng.choice((0.1, 2, 10, 30)))
-            km, mkm = float(great_circle_km(lat, lon, glat, glon)), float(great_circle_km(lat, lon, mlat, mlon))
-            fields = dict(game_id=game_id, index=index, image_id=image_id, photo_token=f"b{n}x{index}",
-                          guess_lat=glat, guess_lon=glon, distance_km=km, score=score(km), model_lat=mlat,
-                          model_lon=mlon, model_distance_km=mkm, model_score=score(mkm), started_at=now,
-                          guessed_at=now)
-            if second:
-                slat, slon = guess_near(lat, lon, rng.choice((0.1, 2, 10, 30)))
-                skm = float(great_circle_km(lat, lon, slat, slon))
-                fields.update(model2_lat=slat, model2_lon=slon, model2_distance_km=skm, model2_score=score(skm))
-            batch.append(Round(**fields))
-        if len(batch) >= 5000:
+            km = float(great_circle_km(lat, lon, glat, glon))
+            answers = []
+            for opponent_id in opponents[game_id]:
+                mlat, mlon = guess_near(lat, lon, rng.choice((0.1, 2, 10, 30)))
+                answers.append((opponent_id, mlat, mlon, float(great_circle_km(lat, lon, mlat, mlon))))
+            pending.append((Round(game_id=game_id, index=index, image_id=image_id, photo_token=f"b{n}x{index}",
+                                  guess_lat=glat, guess_lon=glon, distance_km=km, score=score(km), started_at=now,
+                                  guessed_at=now), answers))
+        if len(pending) >= 5000 or n == len(game_ids) - 1:
             with transaction.atomic():
-                Round.objects.bulk_create(batch)
-            batch = []
-    if batch:
-        with transaction.atomic():
-            Round.objects.bulk_create(batch)
+                Round.objects.bulk_create([r for r, _ in pending])  # ids set on SQLite and PostgreSQL
+                RoundAnswer.objects.bulk_create([
+                    RoundAnswer(round_id=r.pk, opponent_id=o, lat=a, lon=b, distance_km=k, score=score(k))
+                    for r, answers in pending for o, a, b, k in answers])
+            pending = []
 
 
 def _timed_gets(client, path: str, count: int) -> list[float]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from games.models import Round
+from games.models import Round, RoundAnswer
 
 SCENES = ("indoor", "natural", "urban")
 
@@ -46,19 +46,14 @@ def scene_of(p_indoor: float | None, p_natural: float | None, p_urban: float | N
 
 
 def model_answers(*, id_from: int, id_to: int) -> dict[int, list[Answer]]:
-    """{round id: the AIs' answers in the game's order of opponents} for the guessed rounds with id_from <= id <=
-    id_to. Today the answers are the numbered columns of Round (model_*, model2_*) named by the game's
-    opponent_model and second_opponent."""
-    rows = (Round.objects.filter(id__gte=id_from, id__lte=id_to, guessed_at__isnull=False,
-                                 model_distance_km__isnull=False)
-            .values_list("id", "game__opponent_model", "model_lat", "model_lon", "model_distance_km", "model_score",
-                         "game__second_opponent", "model2_lat", "model2_lon", "model2_distance_km", "model2_score"))
+    """{round id: the AIs' answers in the game's order of opponents} for the rounds with id_from <= id <= id_to:
+    one RoundAnswer row per (round, opponent), named by its GameOpponent."""
+    rows = (RoundAnswer.objects.filter(round_id__gte=id_from, round_id__lte=id_to)
+            .order_by("round_id", "opponent__position")
+            .values_list("round_id", "opponent__model_name", "lat", "lon", "distance_km", "score"))
     out: dict[int, list[Answer]] = {}
-    for rid, name1, lat1, lon1, km1, score1, name2, lat2, lon2, km2, score2 in rows:
-        answers = [Answer(name1, lat1, lon1, km1, score1 or 0)]
-        if name2 and km2 is not None:
-            answers.append(Answer(name2, lat2, lon2, km2, score2 or 0))
-        out[rid] = answers
+    for rid, name, lat, lon, km, score in rows:
+        out.setdefault(rid, []).append(Answer(name, lat, lon, km, score))
     return out
 
 
