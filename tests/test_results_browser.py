@@ -26,7 +26,8 @@ def _scroll_through(page, selector: str) -> None:
 
 def test_models_page_shows_cards_accuracy_and_curves(live_settings, transactional_db, page, shared_data, settings,
                                                      tiny_bundle):
-    images = scened_images(2)
+    images = scened_images(6)
+    play_games(2)  # a database with games in it: the cards do not depend on them
     for image in images:
         ModelGuess.objects.create(image=image, model_name="base(M, f*)", lat=image.lat, lon=image.lon + 1,
                                   distance_km=80.0)
