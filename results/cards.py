@@ -54,8 +54,7 @@ PAPER_PREDICTION = {
     "m": "m: the most probable cell, answered with the mean position of the cell's training photos.",
 }
 PAPER_TRAINING = [
-    "Training data: MP-16, 4,723,695 geotagged Flickr photos from YFCC100M (Im2GPS photos and their authors "
-    "excluded by the paper).",
+    "Training data: MP-16, 4,723,695 geotagged Flickr photos from YFCC100M.",
     "Partitionings: S2 cells adapted to the photo density, 50 to 5,000 (coarse, 3,298 cells), 2,000 (middle, "
     "7,202) and 1,000 (fine, 12,893) photos per cell; one classification head per partitioning, the loss is the "
     "sum of their cross-entropies.",
