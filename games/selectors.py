@@ -382,7 +382,6 @@ def leaderboard(*, period: str = "all", limit: int = 20, now: dt.datetime | None
     return result
 
 
-
 # --- the game-image explorer -----------------------------------------------------------------------------------
 
 def game_image_points(*, user) -> list[dict]:

@@ -69,17 +69,16 @@ def _requested_opponents(opponent_model, opponents) -> list[str]:
     if opponents is not None and not isinstance(opponents, (list, tuple)):
         raise GameError("`opponents` must be a list of model names")
     requested = ([opponent_model] if opponent_model else []) + list(opponents or [])
+    if not all(isinstance(name, str) for name in requested):
+        raise GameError("`opponents` must be a list of model names")
+    requested = [name.strip() for name in requested if name.strip()]  # a form's empty choices ask for nothing
     if len(requested) > max_opponents():
         raise GameError(f"a game has at most {max_opponents()} AI opponents, not {len(requested)}")
     names = []
     for name in requested:
-        if not isinstance(name, str):
-            raise GameError("`opponents` must be a list of model names")
-        name = name.strip()
         if name in names:
             raise GameError(f"{name!r} is named twice: choose different AI opponents")
-        if name:
-            names.append(name)
+        names.append(name)
     return names
 
 

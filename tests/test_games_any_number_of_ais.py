@@ -136,3 +136,19 @@ def test_default_opponents_take_up_to_the_maximum(client, settings):
     assert post(client, reverse("game-api-start")).json()["opponents"] == ["vit-multitask", MODEL, "geoclip"]
     settings.GAME_MAX_OPPONENTS = 2
     assert selectors.default_opponents() == ["vit-multitask", MODEL]
+
+
+def test_the_admin_lists_every_ai_of_a_game_and_each_answer(client, admin_client):
+    images = make_playable(6)
+    for name in ALL[1:]:
+        add_model(images, name)
+    key = post(client, reverse("game-api-start"), {"opponents": ALL}).json()["key"]
+    reveal = play(client, key)[0][1]
+    game = Game.objects.get(key=key)
+    listing = admin_client.get(reverse("admin:games_game_changelist")).content.decode()
+    assert ", ".join(ALL) in listing
+    filtered = admin_client.get(reverse("admin:games_game_changelist") + "?opponent_rows__model_name=geoclip")
+    assert filtered.status_code == 200 and str(game.key) in filtered.content.decode()
+    page = admin_client.get(reverse("admin:games_game_change", args=[game.pk])).content.decode()
+    third = reveal["ais"][2]
+    assert f"{third['name']}: {third['distance_km']:.1f} km · {third['score']}" in page
