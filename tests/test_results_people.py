@@ -158,3 +158,37 @@ def test_an_empty_site_says_so(client):
     services.recompute_results()
     assert Snapshot.objects.get(key="results").data["rounds"] == 0
     assert "No round has been played yet" in client.get("/results/").content.decode()
+
+
+def test_stale_figures_start_one_background_recompute_and_are_served_meanwhile(client, settings, monkeypatch):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from results import selectors
+
+    services.recompute_results()
+    started = []
+    monkeypatch.setattr(services, "refresh_results_in_background", lambda: started.append(1) or True)
+    settings.RESULTS_REFRESH_S = 600
+    assert client.get("/results/").status_code == 200
+    assert started == []  # fresh figures: nothing to do
+    selectors.results_page(now=timezone.now() + dt.timedelta(seconds=601))
+    assert started == [1]
+    settings.RESULTS_REFRESH_S = 0
+    selectors.results_page(now=timezone.now() + dt.timedelta(days=30))
+    assert started == [1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_background_recompute_stores_new_figures():
+    scened_images(6)
+    play_games(1)
+    assert services.refresh_results_in_background()
+    for _ in range(600):
+        if not services._refreshing.locked():
+            break
+        import time
+
+        time.sleep(0.1)
+    assert Snapshot.objects.get(key="results").data["rounds"] == 5
