@@ -6,6 +6,7 @@ Plain data (dicts of strings and numbers), so the cache in results.services can 
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -99,8 +100,7 @@ def card_accuracy(lines: list[str]) -> dict[str, dict]:
         if not match:
             continue
         label = match["label"]
-        key = label.lower().replace("-", "").replace(" ", "")
-        dataset = "Im2GPS3k" if "im2gps3k" in key else "Im2GPS" if "im2gps" in key else None
+        dataset = dataset_of(label)
         if dataset is None or dataset in found:
             continue
         cells = {float(km): float(pct) for km, pct in _CELL.findall(match["cells"])}
@@ -111,6 +111,26 @@ def card_accuracy(lines: list[str]) -> dict[str, dict]:
                           "images": int(images[1].replace(",", "")) if images else None,
                           "median_km": None, "mean_km": None, "curve": [],
                           "source": f"measured on the bundle and stored in its model card ({label})"}
+    return found
+
+
+def dataset_of(label: str) -> str | None:
+    key = label.lower().replace("-", "").replace(" ", "")
+    return "Im2GPS3k" if "im2gps3k" in key else "Im2GPS" if "im2gps" in key else None
+
+
+def stored_evaluations(path: Path) -> dict[str, dict]:
+    """Figures `evaluate --store` kept with the bundle (<bundle>/evaluations/<test set>.json), by dataset."""
+    found = {}
+    for file in sorted((path / "evaluations").glob("*.json")):
+        try:
+            figures = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        dataset = dataset_of(str(figures.get("test_set", file.stem)))
+        if dataset and figures.get("percent"):
+            found[dataset] = {key: figures.get(key) for key in ("percent", "images", "median_km", "mean_km", "curve",
+                                                               "source")}
     return found
 
 
@@ -156,7 +176,9 @@ def bundle_card(*, name: str, path: Path, untrained: bool, active: bool, config:
             training += _plain(lines)
         else:
             evaluation += [f"{title}: {line}" for line in _plain(lines)]
-    accuracy = {} if untrained else card_accuracy(accuracy_lines)
+    stored = stored_evaluations(path)
+    evaluation += [f"{dataset}: {figures['source']}" for dataset, figures in stored.items()]
+    accuracy = {} if untrained else {**card_accuracy(accuracy_lines), **stored}
     return {"name": name, "slug": slugify(f"bundle-{name}"), "origin": "installed bundle", "untrained": untrained,
             "details": _plain(head) + details, "intended": INTENDED_USES, "out_of_scope": OUT_OF_SCOPE,
             "risks": risks, "training": training,

@@ -7,13 +7,13 @@ row is its NeurIPS'23 Im2GPS3k table). Nothing here imports Django.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from core import im2gps
+from predictor.ml.evaluation import CURVE_KM, curve_percent
 from predictor.ml.geodesy import ACCURACY_THRESHOLDS_KM, great_circle_km
 
 DATASETS = ("Im2GPS", "Im2GPS3k")
@@ -54,21 +54,13 @@ REFERENCES = (
               "Vivanco Cepeda et al., NeurIPS 2023, Im2GPS3k table (GeoCLIP does not report Im2GPS)"),
 )
 
-# Distances (km) at which a curve computed from per-image answers is sampled for the chart: 0.1 km to half the
-# Earth's circumference, log-spaced, plus the five thresholds so the curve passes through the table's figures.
-CURVE_KM = sorted(set(np.round(np.logspace(-1, math.log10(20038), 60), 3).tolist()) | set(ACCURACY_THRESHOLDS_KM))
-
-
 def references(dataset: str) -> list[Reference]:
     return [ref for ref in REFERENCES if ref.dataset == dataset]
 
 
 def curve_of(distances_km) -> list[float]:
     """Percent of images within each CURVE_KM distance."""
-    d = np.sort(np.asarray(distances_km, dtype=np.float64))
-    if d.size == 0:
-        return []
-    return [round(100 * float(v), 2) for v in np.searchsorted(d, CURVE_KM, side="right") / d.size]
+    return curve_percent(distances_km)
 
 
 def accuracy_entry(distances_km, *, source: str) -> dict:

@@ -44,7 +44,8 @@ def models_fingerprint() -> list:
             mtime = int((bundle.path / "config.json").stat().st_mtime)
         except OSError:
             mtime = 0
-        bundles.append([bundle.name, mtime, bundle.untrained, bundle.active])
+        stored = sorted([p.name, int(p.stat().st_mtime)] for p in (bundle.path / "evaluations").glob("*.json"))
+        bundles.append([bundle.name, mtime, bundle.untrained, bundle.active, stored])
     return [settings.PUBLISHED_RESULTS_DIR, published.files_fingerprint(settings.PUBLISHED_RESULTS_DIR), bundles,
             _opponent_names()]
 

@@ -141,3 +141,34 @@ def test_recompute_results_command_rebuilds_the_models_page(published_dir):
     entries = Snapshot.objects.get(key="models").data["entries"]
     assert [e["name"] for e in entries] == [MODEL]
     assert services.MODELS_KEY == "models"
+
+
+def test_evaluate_store_keeps_the_figures_with_the_bundle_and_models_shows_its_curve(client, settings, tmp_path,
+                                                                                    tiny_trained_bundle):
+    from django.core.management import call_command
+
+    from tests.conftest import make_jpeg
+
+    settings.PUBLISHED_RESULTS_DIR = ""
+    registry.install_bundle(tiny_trained_bundle)
+    client.get("/models/")  # cached before the evaluation: the stored figures must replace it
+    images = tmp_path / "images"
+    images.mkdir()
+    meta = tmp_path / "im2gps3k_places365.csv"
+    rows = [("a.jpg", 48.85, 2.35, 2), ("b.jpg", -33.9, 151.2, 1), ("c.jpg", 40.7, -74.0, 0)]
+    meta.write_text("IMG_ID,AUTHOR,LAT,LON,S3_Label\n" + "".join(f"{i},x,{a},{b},{s}\n" for i, a, b, s in rows))
+    for name, colour in zip(("a.jpg", "b.jpg", "c.jpg"), [(200, 30, 30), (30, 200, 30), (30, 30, 200)]):
+        (images / name).write_bytes(make_jpeg(96, 64, colour))
+    call_command("evaluate", "--meta", str(meta), "--images", str(images), "--model", "tiny-trained",
+                 "--batch-size", "3", "--store", "--allow-overlap")
+    stored = registry.model_dir() / "tiny-trained" / "evaluations" / "im2gps3k_places365.json"
+    assert stored.is_file()
+    from predictor.ml.kinds import verify_bundle
+
+    verify_bundle(registry.model_dir() / "tiny-trained")  # the bundle still verifies with the figures beside it
+    html = client.get("/models/").content.decode()
+    row = _row(html, "Im2GPS3k", "bundle-tiny-trained")
+    assert "<td>3</td>" in row  # three photos measured
+    assert "measured by `evaluate` on 3 images" in html
+    svg = client.get("/models/chart/bundle-tiny-trained-im2gps3k.svg").content.decode()
+    assert "tiny-trained" in svg and "GeoCLIP (published)" in svg
