@@ -14,7 +14,7 @@ import threading
 import time
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import connections, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -189,12 +189,11 @@ def refresh_results_in_background() -> bool:
 
     def run():
         try:
-            close_old_connections()
             recompute_results()
         except Exception:  # logged: a failed refresh keeps the previous figures
             log.exception("recomputing /results/ failed")
         finally:
-            close_old_connections()
+            connections.close_all()  # this thread's own connections: it ends here
             _refreshing.release()
 
     threading.Thread(target=run, name="results-refresh", daemon=True).start()

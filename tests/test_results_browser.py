@@ -35,6 +35,7 @@ def test_models_page_shows_cards_accuracy_and_curves(live_settings, transactiona
     # The live server reads ../shared/data/geoestimation by default (settings.PUBLISHED_RESULTS_DIR); the figures
     # are computed by the command (a request would otherwise compute them once, on the first visit).
     call_command("recompute_results", "--only", "models")
+    page.set_default_timeout(45_000)  # the dev box is shared: allow for load
     page.goto(live_settings.url + "/")
     page.click("nav >> a[href='/models/']")
     page.wait_for_url("**/models/")
@@ -58,6 +59,7 @@ def test_results_page_shows_people_against_models_and_the_export(live_settings, 
     scened_images(6)
     play_games(3)
     call_command("recompute_results", "--only", "results")
+    page.set_default_timeout(45_000)  # the dev box is shared: allow for load
     page.goto(live_settings.url + "/results/")
     assert page.locator("h1").inner_text() == "People vs models"
     assert "15 rounds on" in page.locator(".summary").inner_text()
