@@ -6,6 +6,7 @@ player has already guessed; `round_public` is all a player sees before guessing.
 from __future__ import annotations
 
 import datetime as dt
+import statistics
 
 from django.conf import settings
 from django.db.models import (Avg, Case, CharField, Count, Exists, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum,
@@ -391,17 +392,28 @@ def game_image_points(*, user) -> list[dict]:
     if not user.is_staff:
         queryset = queryset.filter(rounds__game__user=user, rounds__guessed_at__isnull=False).distinct()
     rows = list(queryset.values("pk", "lat", "lon", "p_indoor", "p_natural", "p_urban", "active"))
+    ids = [r["pk"] for r in rows]
     errors: dict[int, dict] = {}
-    for guess in ModelGuess.objects.filter(image_id__in=[r["pk"] for r in rows]).values(
-            "image_id", "model_name", "distance_km"):
+    for guess in ModelGuess.objects.filter(image_id__in=ids).values("image_id", "model_name", "distance_km"):
         errors.setdefault(guess["image_id"], {})[guess["model_name"]] = round(guess["distance_km"], 1)
+    # Every player's error on the image (all players', not only this user's: a median, never a position).
+    people: dict[int, list[float]] = {}
+    for image_id, km in Round.objects.filter(image_id__in=ids, guessed_at__isnull=False,
+                                             distance_km__isnull=False).values_list("image_id", "distance_km"):
+        people.setdefault(image_id, []).append(km)
     points = []
     for row in rows:
         scene = {"indoor": row["p_indoor"], "natural": row["p_natural"], "urban": row["p_urban"]}
         known = {k: v for k, v in scene.items() if v is not None}
+        model_errors = errors.get(row["pk"], {})
+        played = people.get(row["pk"], [])
+        people_km = round(statistics.median(played), 1) if played else None
         points.append({"id": row["pk"], "lat": row["lat"], "lon": row["lon"], "active": row["active"],
                        "scene": max(known, key=known.get) if known else "unknown",
-                       "errors_km": errors.get(row["pk"], {})})
+                       "errors_km": model_errors, "people_km": people_km, "people_rounds": len(played),
+                       # Negative: people's median guess was closer than the model's answer.
+                       "people_minus_model_km": {name: round(people_km - km, 1) for name, km in model_errors.items()}
+                       if people_km is not None else {}})
     return points
 
 

@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "geoweb",
     "games",
     "predictor",
+    "results",
 ]
 
 MIDDLEWARE = [
@@ -224,6 +225,16 @@ GAME_DEFAULT_OPPONENTS = [name.strip() for name in os.environ.get("GEOWEB_GAME_D
 
 # --- The predictor and its worker ---
 MODEL_DIR = Path(os.environ.get("GEOWEB_MODEL_DIR", DATA_DIR / "models"))
+# The paper's published per-image results (results_im2gps/ and results_im2gps3k/ of TIBHannover/GeoEstimation, with
+# im2gps_places365.csv and im2gps3k_places365.csv): /models/ computes each published model's accuracy from them. Unset,
+# ../shared/data/geoestimation beside the checkout is used when it is there; without the files /models/ shows the
+# paper's own summary figures, labelled as such.
+# /results/ starts a background recompute when its cached figures are older than this (seconds; 0: only
+# `manage.py recompute_results` recomputes them).
+RESULTS_REFRESH_S = env_int("GEOWEB_RESULTS_REFRESH_S", 900)
+_SHARED_RESULTS = BASE_DIR.parent / "shared" / "data" / "geoestimation"
+PUBLISHED_RESULTS_DIR = os.environ.get("GEOWEB_PUBLISHED_RESULTS", str(_SHARED_RESULTS) if _SHARED_RESULTS.is_dir()
+                                       else "")
 ACTIVE_MODEL = os.environ.get("GEOWEB_MODEL", "")
 INFERENCE_DEVICE = os.environ.get("GEOWEB_DEVICE", "auto")
 ENGINE_MAX_BATCH = env_int("GEOWEB_ENGINE_MAX_BATCH", 32)

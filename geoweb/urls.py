@@ -25,6 +25,7 @@ urlpatterns = [
     path("basemap/countries.geojson", predictor_views.basemap, name="basemap"),
     path("", include("predictor.urls")),
     path("", include("games.urls")),
+    path("", include("results.urls")),
 ]
 
 # A database outage noticed outside a view (e.g. while the session is saved) still gets the 503 page.

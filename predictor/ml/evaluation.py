@@ -354,6 +354,30 @@ def _curves_of(report: EvaluationReport) -> dict[str, np.ndarray]:
     return curves
 
 
+# Distances (km) at which a share-within-distance curve is sampled to be stored: 0.1 km to half the Earth's
+# circumference, log-spaced, plus the five thresholds so the curve passes through the table's figures.
+CURVE_KM = sorted(set(np.round(np.logspace(-1, math.log10(20038), 60), 3).tolist()) | set(ACCURACY_THRESHOLDS_KM))
+
+
+def curve_percent(distances_km) -> list[float]:
+    """Percent of images within each CURVE_KM distance (empty for no images)."""
+    d = np.sort(np.asarray(distances_km, dtype=np.float64))
+    if d.size == 0:
+        return []
+    return [round(100 * float(v), 2) for v in np.searchsorted(d, CURVE_KM, side="right") / d.size]
+
+
+def stored_figures(distances_km, *, test_set: str, source: str) -> dict:
+    """What is kept of an evaluation for display (results /models/): percent at each threshold, median and mean
+    error, the number of images and the curve."""
+    d = np.asarray(distances_km, dtype=np.float64)
+    return {"test_set": test_set, "images": int(d.size), "source": source,
+            "percent": [round(100 * float(np.mean(d <= t)), 1) for t in ACCURACY_THRESHOLDS_KM] if d.size else [],
+            "median_km": round(float(np.median(d)), 1) if d.size else None,
+            "mean_km": round(float(d.mean()), 1) if d.size else None,
+            "curve_km": CURVE_KM, "curve": curve_percent(d)}
+
+
 def plot_accuracy_curves(curves: dict[str, np.ndarray], path: str | Path, *, title: str = "") -> Path:
     """Share of images within d km, for d from 0.1 km to half the Earth's circumference, one line per curve."""
     import matplotlib

@@ -40,6 +40,9 @@ class Command(BaseCommand):
         parser.add_argument("--conf-thres", type=float, default=0.2,
                             help="--selective, models without their own verdict: density above which an image is "
                                  "localizable (default 0.2)")
+        parser.add_argument("--store", action="store_true",
+                            help="with --images and an installed bundle: keep the figures with the bundle "
+                                 "(<bundle>/evaluations/<meta file>.json), where /models/ shows them")
 
     def handle(self, *args, **options):
         self._selective = {} if options["selective"] else None
@@ -66,6 +69,8 @@ class Command(BaseCommand):
             self.stderr.write(f"warning: overlap with the training data not checked: {note}")
 
         self.stdout.write(evaluation.format_table(report))
+        if options["store"]:
+            self._store(report, options)
         if options["out"] is not None:
             paths = evaluation.write_report(report, options["out"])
             if options["images"] is not None:
@@ -86,6 +91,30 @@ class Command(BaseCommand):
         if options["out"] is not None:
             for kind, path in paths.items():
                 self.stdout.write(f"wrote {kind}: {path}")
+
+    def _store(self, report, options):
+        """Write the figures next to the installed bundle's files (not among its checksummed ones)."""
+        import json
+
+        from predictor import registry
+
+        if options["images"] is None:
+            raise CommandError("--store keeps what a bundle measured: use it with --images and --model")
+        name = options["model"] or registry.active_bundle_name() or ""
+        bundle = registry.model_dir() / name
+        if not name or "/" in name or not (bundle / "config.json").is_file():
+            raise CommandError("--store needs --model naming an installed bundle (or an active one); see "
+                               "`manage.py models`")
+        test_set = Path(options["meta"]).stem
+        figures = evaluation.stored_figures(
+            report.distances_km, test_set=test_set,
+            source=f"measured by `evaluate` on {report.overall.images} images of {Path(options['meta']).name}")
+        figures["overlap"] = report.overlap
+        figures["overlap_note"] = report.overlap_note
+        target = bundle / "evaluations" / f"{test_set}.json"
+        target.parent.mkdir(exist_ok=True)
+        target.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+        self.stdout.write(f"stored with the bundle: {target}")
 
     def _overlap(self, model, options):
         """(Overlap or None, why not checked) of the test set against the training data; refuses an overlap."""
