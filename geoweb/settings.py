@@ -114,9 +114,13 @@ TEMPLATES = [
 # --- Database ---
 # SQLite beside the data unless DATABASE_URL names another.
 DATABASES = {"default": dj_database_url.config(default=f"sqlite:///{DATA_DIR / 'geoweb.sqlite3'}")}
-# HTTP requests run on a fixed pool of threads (geoweb/http_handler.py). With SQLite each thread keeps its connection
-# between requests: reconnecting cost a game guess about 6 ms of 16 (schema and statements prepared again). With
-# PostgreSQL the connection pool below does that job, and Django refuses persistent connections beside a pool.
+# CONN_MAX_AGE: Django's advice under ASGI is 0 (persistent connections off) with the database's own pooling, because
+# its stock handler runs each request on a new thread, so a kept connection would be left behind by every request.
+# PostgreSQL follows that advice: 0, with the connection pool below. SQLite deviates, on purpose: here HTTP requests
+# run on a fixed pool of long-lived threads (geoweb/http_handler.py, HTTP_THREADS), so each of those threads keeps one
+# connection between requests and there are never more than HTTP_THREADS of them; reconnecting cost a game guess
+# about 6 ms of 16 (SQLite prepares the schema and every statement again). With Django's stock handler
+# (benchmarks/asgi_stock.py) set GEOWEB_DB_CONN_MAX_AGE=0.
 HTTP_THREADS = env_int("GEOWEB_HTTP_THREADS", 32)
 DATABASES["default"]["CONN_MAX_AGE"] = env_int(
     "GEOWEB_DB_CONN_MAX_AGE", 600 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else 0)

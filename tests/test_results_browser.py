@@ -31,7 +31,7 @@ def test_models_page_shows_cards_accuracy_and_curves(live_settings, transactiona
     for image in images:
         ModelGuess.objects.create(image=image, model_name="base(M, f*)", lat=image.lat, lon=image.lon + 1,
                                   distance_km=80.0)
-    registry.install_bundle(tiny_bundle)
+    registry.install_bundle(tiny_bundle, replace=True)  # the live server's model folder outlives a test
     # The live server reads ../shared/data/geoestimation by default (settings.PUBLISHED_RESULTS_DIR); the figures
     # are computed by the command (a request would otherwise compute them once, on the first visit).
     call_command("recompute_results", "--only", "models")
