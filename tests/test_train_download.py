@@ -155,6 +155,8 @@ def site(shared_data):
 
 
 FAST = ["--timeout", "0.5", "--backoff", "0.01", "--retries", "2", "--per-host", "0", "--workers", "4"]
+# For tests that count requests but have no slow answers: a 0.5 s timeout on a loaded machine would add a retry.
+PATIENT = ["--timeout", "10", *FAST[2:]]
 
 
 def _records(folder) -> dict[str, dict]:
@@ -240,7 +242,7 @@ def test_headerless_tib_list_flickr_sizes_limit_and_resume(site, tmp_path, capsy
     urls.write_text("\n".join(rows) + "\n")
     out = tmp_path / "out"
     call_command("download_images", "--urls", str(urls), "--output", str(out), "--size-suffix", "z", "--limit",
-                 "3", *FAST, verbosity=0)
+                 "3", *PATIENT, verbosity=0)
     printed = capsys.readouterr().out
     assert "6 listed: 3 fetched, 0 missing, 0 refused, 0 corrupt, 0 failed, 3 left for a later run (--limit)" in printed
     records = _records(out)
@@ -253,7 +255,7 @@ def test_headerless_tib_list_flickr_sizes_limit_and_resume(site, tmp_path, capsy
     assert not (out / "metadata.csv").exists()  # no coordinates in TIB's list: they come from its meta CSV
 
     (out / "images" / "aa" / "11" / "111.jpg").unlink()  # a lost file is fetched again
-    call_command("download_images", "--urls", str(urls), "--output", str(out), "--size-suffix", "z", *FAST,
+    call_command("download_images", "--urls", str(urls), "--output", str(out), "--size-suffix", "z", *PATIENT,
                  verbosity=0)
     printed = capsys.readouterr().out
     assert "6 listed: 4 fetched, 0 missing, 0 refused, 0 corrupt, 0 failed, 2 done by an earlier run" in printed
