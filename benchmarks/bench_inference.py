@@ -168,14 +168,7 @@ def bench_model_only(model, device, batch: int, repeats: int, compile_: bool, pr
                 runners[id(network)](crops[photos[0] * k:(photos[-1] + 1) * k])
 
     with torch.inference_mode(), autocast:
-        for _ in range(3):
-            step()
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            step()
-        sync(device)
-    return batch * repeats / (time.perf_counter() - start)
+        return batch / _timed(step, device, repeats)
 
 
 def main() -> None:

@@ -276,6 +276,13 @@ def read_config(path: Path) -> dict:
     return config
 
 
+def check_heads(path: Path, config: dict, num_classes: list[int]) -> None:
+    """The bundle's partitionings must have as many cells as its network has classes per head."""
+    if [int(p["cells"]) for p in config["partitionings"]] != num_classes:
+        raise BundleError(f"{path}: partitioning sizes {[p['cells'] for p in config['partitionings']]} do not "
+                          f"match the heads {num_classes}")
+
+
 def require_keys(where: Path | str, config: dict, keys) -> None:
     for key in keys:
         if key not in config:

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from .bundle import (BundleError, BundleWriter, check_weight_shapes, model_card_text, read_model_card,
+from .bundle import (BundleError, BundleWriter, check_heads, check_weight_shapes, model_card_text, read_model_card,
                      read_partitionings, require_keys, state_dict_shapes)
 from .cam import class_activation_maps
 from .hierarchy import Hierarchy
@@ -234,9 +234,7 @@ def _validate(path: Path, config: dict) -> list[str]:
                               f"{arch['scene_classes']} classes")
     except (KeyError, TypeError, ValueError) as error:
         raise BundleError(f"{path}: malformed architecture, scene or segmentation in config.json ({error})") from None
-    if [int(p["cells"]) for p in config["partitionings"]] != num_classes:
-        raise BundleError(f"{path}: partitioning sizes {[p['cells'] for p in config['partitionings']]} do not "
-                          f"match the heads {num_classes}")
+    check_heads(path, config, num_classes)
     return files
 
 
