@@ -276,10 +276,11 @@ UPLOAD_GRANULARITY = os.environ.get("GEOWEB_UPLOAD_GRANULARITY", "region").strip
 if UPLOAD_GRANULARITY not in ("country", "region", "fine"):
     raise ImproperlyConfigured("GEOWEB_UPLOAD_GRANULARITY must be country, region or fine")
 # Photos a Search-within-Cell model judges not localizable (prediction density below its conf_thres): answered at
-# "country" or "region" level (with the reason on the page), or "answer"ed like any other photo.
+# "country" or "region" level (with the reason on the page), not at all ("withhold": no location, the reason on the
+# page), or "answer"ed like any other photo.
 UPLOAD_NON_LOCALIZABLE = os.environ.get("GEOWEB_UPLOAD_NON_LOCALIZABLE", "country").strip().lower()
-if UPLOAD_NON_LOCALIZABLE not in ("country", "region", "answer"):
-    raise ImproperlyConfigured("GEOWEB_UPLOAD_NON_LOCALIZABLE must be country, region or answer")
+if UPLOAD_NON_LOCALIZABLE not in ("country", "region", "withhold", "answer"):
+    raise ImproperlyConfigured("GEOWEB_UPLOAD_NON_LOCALIZABLE must be country, region, withhold or answer")
 UPLOAD_STAFF_FINE = env_bool("GEOWEB_UPLOAD_STAFF_FINE", False)  # staff see fine results of their own uploads
 UPLOAD_COARSEN_INDOOR = env_bool("GEOWEB_UPLOAD_COARSEN_INDOOR", True)  # indoor scenes: country level only
 UPLOAD_FACE_DETECTION = env_bool("GEOWEB_UPLOAD_FACE_DETECTION", True)  # faces found: country level only

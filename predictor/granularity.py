@@ -3,6 +3,7 @@
 "fine" is the full answer (events.py). "region" keeps only the coarse partitioning: its top cells, their outlines,
 the estimate moved to the centre of the coarse cell that holds it, and country/region names. "country" keeps only
 countries: the estimate at a point inside the country, candidates aggregated per country, no cells at all.
+"withheld" keeps no location at all: no cells, no candidates, an estimate without a point (the scene stays).
 The limit is applied before an event is stored or sent, so replay, pages and the JSON never hold more.
 """
 from __future__ import annotations
@@ -15,13 +16,14 @@ from predictor import events, places
 from predictor.ml.geodesy import great_circle_km
 from predictor.ml.partitions import Partitioning
 from predictor.ml.prediction import Prediction
-from predictor.policy import COUNTRY, FINE, REGION
+from predictor.policy import COUNTRY, FINE, REGION, WITHHELD
 
 CENTRE_DECIMALS = 2
 COUNTRY_DECIMALS = 1
 FINE_DECIMALS = 3  # shown; the fine estimate is stored to 5
 COUNTRY_MIN_RADIUS_KM = 500.0
 COUNTRY_CANDIDATE_CELLS = 50
+WITHHELD_LABEL = "No location given"
 
 
 @functools.lru_cache(maxsize=65536)
@@ -88,14 +90,14 @@ class Limiter:
         if self.level == REGION:
             cells = [self._coarse_cell(c) for c in self.coarse_cells[:events.PARTITION_TOP_CELLS]]
             return {"type": "partitions", "partitionings": {self.coarse.name: cells}, "granularity": REGION}
-        return {"type": "partitions", "partitionings": {}, "granularity": COUNTRY}
+        return {"type": "partitions", "partitionings": {}, "granularity": self.level}
 
     def heatmap_event(self) -> dict:
         if self.level == FINE:
             return events.heatmap_event(self.prediction, self.partitionings)
-        if self.level == COUNTRY:
+        if self.level in (COUNTRY, WITHHELD):
             return {"type": "heatmap", "geojson": {"type": "FeatureCollection", "features": []}, "cells": 0,
-                    "granularity": COUNTRY}
+                    "granularity": self.level}
         only_coarse = Prediction(
             model_name=self.prediction.model_name, untrained=self.prediction.untrained, scene=self.prediction.scene,
             top_cells={self.coarse.name: self.coarse_cells}, argmax={}, lat=0.0, lon=0.0, confidence=0.0)
@@ -116,6 +118,10 @@ class Limiter:
         if self.level == FINE:
             return {**events.estimate_event(self.prediction), "granularity": FINE, "decimals": FINE_DECIMALS,
                     "confidence_of": "probability within 25 km", "radius_of": "half of the probability"}
+        if self.level == WITHHELD:
+            return {"type": "estimate", "lat": None, "lon": None, "place": None, "label": WITHHELD_LABEL,
+                    "confidence": None, "radius_km": None, "candidates": [], "granularity": WITHHELD,
+                    "decimals": None, "confidence_of": "", "radius_of": ""}
         if self.level == REGION:
             cells = self.coarse_cells[:events.ESTIMATE_CANDIDATES]
             named = self._named_coarse_cells()[:len(cells)]
@@ -156,6 +162,8 @@ class Limiter:
         if self.level == FINE:
             event.update(lat=round(float(refined.lat), 5), lon=round(float(refined.lon), 5), note=refined.note,
                          decimals=FINE_DECIMALS)
+        elif self.level == WITHHELD:
+            event.update(lat=None, lon=None, note="No location is given for this photo.")
         else:
             event.update(lat=None, lon=None, note=f"The refined estimate is not shown at {self.level} level.")
         return event
@@ -163,8 +171,8 @@ class Limiter:
     def answer_cell(self):
         """The coarse cell a limited answer stands for, whose activation map the page may show: at region level
         the estimated cell, at country level the most probable coarse cell inside the estimated country. None at
-        fine level (the estimate's own fine cell is used) or when there is none."""
-        if self.level == FINE or not self.coarse_cells:
+        fine level (the estimate's own fine cell is used), when the answer is withheld, or when there is none."""
+        if self.level in (FINE, WITHHELD) or not self.coarse_cells:
             return None
         if self.level == REGION:
             return self.coarse_cells[0]

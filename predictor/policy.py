@@ -7,8 +7,11 @@ from django.conf import settings
 from predictor.models import SiteSettings, TermsAcceptance
 
 COUNTRY, REGION, FINE = "country", "region", "fine"
+# No location at all: the answer to a photo the model judges not localizable where GEOWEB_UPLOAD_NON_LOCALIZABLE is
+# "withhold". Never a configured level (GEOWEB_UPLOAD_GRANULARITY), only one a photo can be limited to.
+WITHHELD = "withheld"
 # From coarsest to finest; an upload's answer is limited to one of these.
-LEVELS = (COUNTRY, REGION, FINE)
+LEVELS = (WITHHELD, COUNTRY, REGION, FINE)
 REASON_INDOOR = "the scene looks like an indoor scene"
 REASON_FACES = "faces were detected in the photo"
 REASON_FACE_CHECK_FAILED = "the face check could not be run on this photo"
@@ -46,8 +49,19 @@ def non_localizable(*, refined) -> tuple[str | None, str]:
     localizable, the model does not judge, or GEOWEB_UPLOAD_NON_LOCALIZABLE says "answer"."""
     if refined is None or refined.localizable or settings.UPLOAD_NON_LOCALIZABLE == "answer":
         return None, ""
-    return settings.UPLOAD_NON_LOCALIZABLE, (f"the model judges this photo not localizable (its neighbours agree "
+    limit = WITHHELD if settings.UPLOAD_NON_LOCALIZABLE == "withhold" else settings.UPLOAD_NON_LOCALIZABLE
+    return limit, (f"the model judges this photo not localizable (its neighbours agree "
                                               f"too little: prediction density {100 * refined.score:.0f}%)")
+
+
+def limit_sentence(level: str, reasons: list[str]) -> str:
+    """What the page says about an answer made coarser than configured ("" when it was not)."""
+    if not reasons:
+        return ""
+    why = " and ".join(reasons)
+    if level == WITHHELD:
+        return f"No location is given because {why}."
+    return f"Shown at {level} level because {why}."
 
 
 def sensitive_reasons(*, concept: str, faces: int | None) -> list[str]:

@@ -6,10 +6,15 @@ is Debian's Chromium at /usr/bin/chromium driven by Playwright.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import json
 import multiprocessing
 import os
 import shutil
+import signal
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -286,6 +291,24 @@ def browser_login(page, base_url: str, username: str, password: str):
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
+
+
+@contextlib.contextmanager
+def live_worker_paused(base: str):
+    """Hold the live server's embedded worker (SIGSTOP) so that the page is open before the analysis runs."""
+    def status():
+        with urllib.request.urlopen(base + "/healthz", timeout=20) as response:
+            return json.loads(response.read())["embedded_worker"] or {}
+
+    deadline = time.monotonic() + 90
+    while not status().get("ready") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    pid = status()["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 multiprocessing.set_start_method("fork", force=True)

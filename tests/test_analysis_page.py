@@ -9,13 +9,7 @@ is served, and "1 of your analyses" reads right.
 """
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import re
-import signal
-import time
-import urllib.request
 import uuid
 
 import pytest
@@ -29,7 +23,7 @@ from predictor.ml.isn import save_model
 from predictor.ml.kinds import load_bundle
 from predictor.ml.prediction import S3_CONCEPTS
 from predictor.models import Analysis
-from tests.conftest import browser_login, make_jpeg, photo_with_gps
+from tests.conftest import browser_login, live_worker_paused, make_jpeg, photo_with_gps
 from tests.streaming import open_socket
 
 
@@ -164,31 +158,13 @@ def _overlap(a: dict, b: dict) -> bool:
                 or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"])
 
 
-@contextlib.contextmanager
-def _worker_paused(base: str):
-    """Hold the live server's embedded worker (SIGSTOP) so that the page is open before the analysis runs."""
-    def status():
-        with urllib.request.urlopen(base + "/healthz", timeout=20) as response:
-            return json.loads(response.read())["embedded_worker"] or {}
-
-    deadline = time.monotonic() + 90
-    while not status().get("ready") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    pid = status()["pid"]
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
-
-
 @pytest.mark.browser
 def test_a_region_level_page_tells_one_story(live_settings, page, transactional_db, django_user_model,
                                              tiny_bundle, tmp_path):
     registry.install_bundle(bundle_seeing("urban", tiny_bundle, tmp_path), replace=True)
     user = _login(page, live_settings, django_user_model)
     base = live_settings.url
-    with _worker_paused(base):
+    with live_worker_paused(base):
         _upload(page, base, photo_with_gps())
         page.wait_for_selector("#analysis-root[data-stage=queued]")
         assert page.inner_text("#granularity-text") == ""  # nothing known before the answer

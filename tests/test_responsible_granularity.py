@@ -171,17 +171,22 @@ async def test_country_level_sends_no_cells_at_all(tiny_model, user, captured, s
     assert not any(t in " ".join(pages) for t in coarse.tokens if len(t) > 4)
 
 
-def test_unknown_granularity_setting_is_refused(tmp_path):
+# "withheld" is a level a photo can be limited to, never one to configure: it would answer no upload at all.
+@pytest.mark.parametrize("name, value", [("GEOWEB_UPLOAD_GRANULARITY", "street"),
+                                         ("GEOWEB_UPLOAD_GRANULARITY", "withheld"),
+                                         ("GEOWEB_UPLOAD_NON_LOCALIZABLE", "fine"),
+                                         ("GEOWEB_UPLOAD_NON_LOCALIZABLE", "none")])
+def test_unknown_granularity_setting_is_refused(tmp_path, name, value):
     import os
     import subprocess
     import sys
     from pathlib import Path
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEOWEB_")}
-    env.update(GEOWEB_UPLOAD_GRANULARITY="street", GEOWEB_DATA_DIR=str(tmp_path))
+    env.update({name: value, "GEOWEB_DATA_DIR": str(tmp_path)})
     result = subprocess.run([sys.executable, "manage.py", "check"], cwd=Path(__file__).resolve().parents[1],
                             env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0 and "GEOWEB_UPLOAD_GRANULARITY" in result.stderr
+    assert result.returncode != 0 and name in result.stderr
 
 
 @pytest.mark.django_db

@@ -119,6 +119,20 @@ def upload_settings(settings, tmp_path):
     inference.reset_engine()
 
 
+def _values(tree, keys: set[str]) -> set:
+    """Every value stored under one of `keys`, at any depth of a JSON-like tree."""
+    found = set()
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if key in keys:
+                found.add(json.dumps(value))
+            found |= _values(value, keys)
+    elif isinstance(tree, list):
+        for item in tree:
+            found |= _values(item, keys)
+    return {None if v == "null" else v for v in found}
+
+
 def _analyse(user, bundle, photo: bytes):
     from predictor import registry, services
     from predictor.models import Analysis
@@ -186,6 +200,44 @@ def test_refined_obeys_the_granularity_and_non_localizable_photos_are_answered_c
     assert analysis.granularity == "fine" and not analysis.coarsening_reason
 
 
+@pytest.mark.django_db(transaction=True)
+def test_withhold_gives_a_non_localizable_photo_no_location_at_all(swc_training, swc_bundles, upload_settings, user,
+                                                                   client):
+    from predictor.models import UploadAudit
+
+    root = swc_training[0]
+    photo = sorted((root / "photos" / "images").glob("*.jpg"))[2].read_bytes()
+    upload_settings.UPLOAD_GRANULARITY = "fine"
+    upload_settings.UPLOAD_NON_LOCALIZABLE = "withhold"
+    analysis = _analyse(user, swc_bundles[1], photo)  # the strict bundle: no photo is localizable
+    assert analysis.status == "done" and analysis.granularity == "withheld"
+    assert analysis.coarsening_reason.startswith("No location is given because the model judges this photo not "
+                                                 "localizable (its neighbours agree too little: prediction density")
+    by_type = {e["type"]: e for e in analysis.events}
+    assert list(by_type) == ["scene", "partitions", "heatmap", "estimate", "refined", "cam", "done"]
+    # The scene stays; nothing that carries a place does: no cell, no candidate, no point, no country, no map.
+    assert by_type["scene"]["concept"] in ("indoor", "natural", "urban")
+    assert by_type["partitions"]["partitionings"] == {} and by_type["heatmap"]["geojson"]["features"] == []
+    estimate = by_type["estimate"]
+    assert (estimate["lat"], estimate["lon"], estimate["place"], estimate["candidates"]) == (None, None, None, [])
+    assert estimate["label"] == "No location given" and estimate["coarsening_reason"] == analysis.coarsening_reason
+    assert by_type["refined"]["localizable"] is False and by_type["refined"]["lat"] is None
+    assert by_type["cam"]["url"] is None and by_type["cam"]["cells"] == {}
+    assert "no location is given" in by_type["cam"]["message"]
+    summary = analysis.summary
+    assert (summary["lat"], summary["lon"], summary["granularity"]) == (None, None, "withheld")
+    assert UploadAudit.objects.get(analysis_id=analysis.pk).granularity == "withheld"
+    # No coordinate, cell or country anywhere in what was stored for the page.
+    assert _values(analysis.events, {"lat", "lon"}) <= {None}
+    assert not _values(analysis.events, {"token", "country", "iso2", "geometry"})
+    # The user's list of analyses shows the answer without coordinates, and says why.
+    client.force_login(user)
+    page = client.get("/analyses/").content.decode()
+    assert "No location given" in page and "not localizable" in page
+    page = client.get(f"/analyze/{analysis.pk}/").content.decode()
+    assert "No location given." in page and analysis.coarsening_reason in page
+
+
 def test_evaluate_selective_scores_an_swc_bundle_by_prediction_density(swc_training, swc_bundles, tmp_path, capsys):
     import csv
 
@@ -231,3 +283,85 @@ def test_a_bundle_with_a_background_collection_is_a_game_opponent(swc_bundles, u
     assert name in selectors.choosable_opponents()
     game = services.start_game(session_key="s" * 32, opponents=[name])
     assert game.opponents == [name]
+
+
+# --- the page, in Chromium -----------------------------------------------------------------------------------------
+
+
+def _analysed_here(user, bundle, photo: bytes, settings, **limits):
+    """An analysis run by this test process with `limits` (settings), while the live server's own worker is held:
+    the live server then shows it from the database, as it shows any finished analysis."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections
+
+    from predictor import inference, registry, services
+    from predictor.models import Analysis
+    from tests.conftest import live_worker_paused
+
+    for name, value in {"UPLOAD_COARSEN_INDOOR": False, "UPLOAD_FACE_DETECTION": False, **limits}.items():
+        setattr(settings, name, value)
+    inference.reset_engine()
+    registry.install_bundle(bundle, replace=True)
+    def run():  # in a thread of its own: Playwright's event loop runs in this one, and events are published
+        try:
+            analysis = services.create_analysis(owner=user, data=photo)
+            services.run_analyses(analyses=services.claim_analyses(worker_id="swc-browser-test", limit=1))
+            return analysis
+        finally:
+            connections.close_all()
+
+    with live_worker_paused(settings.LIVE_URL), ThreadPoolExecutor(1) as pool:
+        analysis = pool.submit(run).result(timeout=120)
+    inference.reset_engine()
+    return Analysis.objects.get(pk=analysis.pk)
+
+
+@pytest.mark.browser
+def test_the_page_shows_the_refined_line_and_a_withheld_answer(swc_training, swc_bundles, live_settings, page,
+                                                               transactional_db, django_user_model, settings):
+    from predictor import policy
+    from tests.conftest import browser_login
+
+    settings.LIVE_URL = base = live_settings.url
+    user = django_user_model.objects.create_user(username="swc-viewer", password="a-long-test-password-9")
+    policy.accept_terms(user)
+    photo = sorted((swc_training[0] / "photos" / "images").glob("*.jpg"))[3].read_bytes()
+    browser_login(page, base, "swc-viewer", "a-long-test-password-9")
+    page.wait_for_selector("text=swc-viewer")
+
+    # Fine level, localizable: the refined line gives PD, the verdict and the refined point, which is the estimate.
+    shown = _analysed_here(user, swc_bundles[0], photo, settings, UPLOAD_GRANULARITY="fine",
+                           UPLOAD_NON_LOCALIZABLE="country")
+    refined = next(e for e in shown.events if e["type"] == "refined")
+    page.goto(f"{base}/analyze/{shown.pk}/")
+    page.wait_for_selector("#analysis-root[data-stage=done]", timeout=60_000)
+    line = page.inner_text("#refined")
+    assert line.startswith(f"Prediction density {100 * refined['density']:.1f} %: the model judges this photo "
+                           f"localizable. Refined estimate {refined['lat']:.3f}, {refined['lon']:.3f}."), line
+    assert "medoid of the densest cluster" in line
+    assert page.inner_text("#estimate-coords") == f"{refined['lat']:.3f}, {refined['lon']:.3f}"
+    assert page.locator(".confidence-circle").count() == 1 and page.inner_text("#granularity-text") == ""
+
+    # Not localizable, and the setting withholds: no point, no circle, no cells, the reason instead.
+    withheld = _analysed_here(user, swc_bundles[1], photo, settings, UPLOAD_GRANULARITY="fine",
+                              UPLOAD_NON_LOCALIZABLE="withhold")
+    assert withheld.granularity == "withheld"
+    page.goto(f"{base}/analyze/{withheld.pk}/")
+    page.wait_for_selector("#analysis-root[data-stage=done]", timeout=60_000)
+    assert page.inner_text("#granularity-text") == "No location given."
+    assert page.inner_text("#coarsening-note") == withheld.coarsening_reason
+    assert "not localizable" in withheld.coarsening_reason
+    assert page.inner_text("#estimate-label") == "No location given"
+    assert not page.is_visible("#estimate-figures") and page.locator("#candidates li").count() == 0
+    assert page.locator(".confidence-circle").count() == 0 and page.locator(".leaflet-marker-icon").count() == 0
+    assert page.locator("path.heat-cell").count() == 0 and not page.is_visible("#layer-toggles")
+    assert not page.is_visible("#partitions") and page.is_visible("#scene")
+    assert page.inner_text("#refined").startswith("Prediction density ") and \
+        "the model judges this photo not localizable. No location is given for this photo." in \
+        page.inner_text("#refined")
+    assert "no location is given" in page.inner_text("#cam-message") and not page.is_visible("#cam")
+    page.goto(f"{base}/analyses/")
+    row = page.locator(f"tr[data-analysis='{withheld.pk}']").inner_text()
+    assert "No location given" in row and "not localizable" in row
+    assert page.js_errors == []

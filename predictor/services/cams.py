@@ -13,7 +13,7 @@ from predictor import events
 from predictor.ml.model import SEGMENTATION_OVERLAY
 from predictor.ml.prediction import ATTENTION_MAP, HIERARCHY
 from predictor.models import Analysis
-from predictor.policy import FINE, REGION
+from predictor.policy import FINE, REGION, WITHHELD
 from predictor.services.errors import AnalysisGone
 from predictor.services.retention import cell_cam_files, new_file_name
 
@@ -28,7 +28,8 @@ def cam_event(analysis: Analysis, photo, prediction, *, level: str, partitioning
     cell it stands for (`Limiter.answer_cell`: the estimated cell at region level, the most probable cell inside
     the estimated country at country level), so that the caption and the estimate name the same place. Per-cell maps
     exist for the top cells of the partitionings the limiter exposes: all of them (and the hierarchy) at fine level,
-    the coarse one at region level, none at country level.
+    the coarse one at region level, none at country level. A withheld answer has no cell, so no cell's map either
+    (an attention map, the same for every cell, is still shown).
     """
     names = [p.name for p in partitionings]
     coarse, finest = names[0], names[-1]
@@ -46,6 +47,9 @@ def cam_event(analysis: Analysis, photo, prediction, *, level: str, partitioning
         overall, caption = prediction.cam, "the model's attention, the same for every cell"
     elif level == FINE:
         overall, caption = prediction.cam, "the estimate's cell"
+    elif level == WITHHELD:
+        overall, caption = None, None
+        message = "No activation map: no location is given for this photo, so no cell's evidence is shown."
     else:
         overall = prediction.cell_cams.get((coarse, answer_cell.class_index)) if answer_cell else None
         if overall is None and answer_cell is not None and prediction.cell_cams:

@@ -107,8 +107,7 @@ def _granularity(analysis: Analysis, prediction, photo) -> tuple[str, str]:
     if limit is not None and policy.coarser(level, limit) != level:  # said only where it made the answer coarser
         level = policy.coarser(level, limit)
         reasons.append(why)
-    reason = (f"Shown at {level} level because " + " and ".join(reasons) + ".") if reasons else ""
-    return level, reason
+    return level, policy.limit_sentence(level, reasons)
 
 
 def _stream(analysis: Analysis, prediction, *, photo, model, timings: dict) -> None:
@@ -141,6 +140,7 @@ def _stream(analysis: Analysis, prediction, *, photo, model, timings: dict) -> N
     if analysis.started_at:
         timings["queued_ms"] = (analysis.started_at - created).total_seconds() * 1000
     timings["total_ms"] = (now - created).total_seconds() * 1000
+    # A withheld answer has no location: lat, lon, confidence and radius are None (the pages say so).
     summary = {"lat": estimate["lat"], "lon": estimate["lon"], "label": estimate["label"],
                "confidence": estimate["confidence"], "radius_km": estimate["radius_km"],
                "decimals": estimate.get("decimals", 3), "confidence_of": estimate.get("confidence_of", ""),

@@ -37,7 +37,8 @@
 
   function showGranularity(level) {
     if (!level) { return; }
-    text(byId("granularity-text"), level === "fine" ? "" : "Answer limited to " + level + " level.");
+    text(byId("granularity-text"), level === "fine" ? "" : level === "withheld" ? "No location given." :
+         "Answer limited to " + level + " level.");
   }
 
   // The photo is deleted when the analysis ends (unless kept): a page opened mid-stream may ask for it too late.
@@ -179,12 +180,17 @@
         byId("coarsening-note").hidden = false;
       }
       estimateLayer.clearLayers();
+      var list = byId("candidates");
+      list.textContent = "";
+      text(byId("estimate-label"), event.label);
+      byId("estimate").hidden = false;
+      // A withheld answer (the model judges the photo not localizable): no point, no circle, no candidates.
+      byId("estimate-figures").hidden = event.lat === null || event.lat === undefined;
+      if (byId("estimate-figures").hidden) { return; }
       var circle = L.circle([event.lat, event.lon], { radius: event.radius_km * 1000, color: "#1f6feb", weight: 2,
                                                        fillOpacity: 0.08, className: "confidence-circle" }).addTo(estimateLayer);
       L.marker([event.lat, event.lon], { icon: GeoWeb.shapeIcon("triangle", "#1f6feb", "Estimate"), title: "Estimate" })
         .bindPopup("Estimate: " + event.label).addTo(estimateLayer);
-      var list = byId("candidates");
-      list.textContent = "";
       event.candidates.forEach(function (candidate, i) {
         var atEstimate = candidate.lat === event.lat && candidate.lon === event.lon;
         // A limited answer's estimate is its first candidate: one marker (the estimate's) for that place.
@@ -195,14 +201,12 @@
         }
         list.appendChild(el("li", candidate.label + " (" + coords(candidate.lat, candidate.lon, event.decimals) + ") — " + pct(candidate.probability)));
       });
-      text(byId("estimate-label"), event.label);
       text(byId("estimate-coords"), coords(event.lat, event.lon, event.decimals));
       text(byId("estimate-confidence"), pct(event.confidence));
       // What the confidence and the circle are about: the answer shown, whatever its level.
       text(byId("estimate-confidence-of"), event.confidence_of || "probability within 25 km");
       text(byId("estimate-radius-of"), event.radius_of || "half of the probability");
       text(byId("estimate-radius"), Math.round(event.radius_km));
-      byId("estimate").hidden = false;
       map.fitBounds(circle.getBounds(), { maxZoom: 6, padding: [20, 20] });
     },
     // Search within the cell: how much the retrieved neighbours agree (prediction density), whether the model
