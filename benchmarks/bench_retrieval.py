@@ -1,12 +1,16 @@
 """Search within Cell on a synthetic background collection of MP-16's shape: build time, disk and memory, and the
 cost of refining one photo (within-cell search of the top cell + DBSCAN + PD over the fine cells).
 
-N random unit vectors (256-d, float16) are spread over 12,893 fine cells (MP-16's finest partitioning) with a
-skewed, log-normal cell size, as photos crowd into cities. Queries are random unit vectors and random f*
-distributions whose top cell is drawn in proportion to cell size (as real photos fall). The search cost depends on
-the rows of the searched cell, so results at 5 M are about 5 M / 12,893 ≈ 390 rows a cell on average.
+N random unit vectors (256-d, float16) are spread over the 12,893 fine cells of MP-16's finest partitioning
+(cells_50_1000.csv). `--cell-sizes mp16` (the default) gives each cell its real share of MP-16's photos (the
+file's imgs_per_cell: 51 to 1,645 of 4.66 M, since the partitioning splits every cell above 1,000 photos where S2
+allows) and its real mean coordinate; `--cell-sizes lognormal` is a stress case with random centres and log-normal
+sizes (σ 1.2), whose crowded cells hold far more rows than any MP-16 cell can. Queries are random unit vectors and
+random f* distributions whose top cell is drawn in proportion to cell size (as real photos fall), so the crowded
+cells are searched most.
 
-    nice -n 10 .venv/bin/python benchmarks/bench_retrieval.py --sizes 1000000,5000000 --queries 200
+    nice -n 10 .venv/bin/python benchmarks/bench_retrieval.py --sizes 1000000,5000000 --queries 1000
+    nice -n 10 .venv/bin/python benchmarks/bench_retrieval.py --sizes 5000000 --queries 1000 --cell-sizes lognormal
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from predictor.ml.retrieval import (BackgroundCollection, SearchSettings, bytes_
 
 CELLS = 12893
 DIM = 256
+FINE_CELLS = ROOT.parent / "shared" / "data" / "geoestimation" / "cells_50_1000.csv"
 
 
 def rss_mb() -> float:
@@ -44,10 +49,23 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def synthetic(n: int, rng: np.random.Generator):
-    sizes = rng.lognormal(0, 1.2, CELLS)
+def mp16_cells() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(photos per cell, mean latitude, mean longitude) of MP-16's fine partitioning, in class order."""
+    if not FINE_CELLS.is_file():
+        sys.exit(f"{FINE_CELLS} is missing (../shared beside the repository); use --cell-sizes lognormal")
+    table = np.genfromtxt(FINE_CELLS, delimiter=",", skip_header=3, usecols=(0, 2, 3, 4))
+    table = table[np.argsort(table[:, 0])]
+    assert table.shape[0] == CELLS, table.shape
+    return table[:, 1], table[:, 2], table[:, 3]
+
+
+def synthetic(n: int, rng: np.random.Generator, cell_sizes: str):
+    if cell_sizes == "mp16":
+        sizes, lat_c, lon_c = mp16_cells()
+    else:
+        sizes = rng.lognormal(0, 1.2, CELLS)
+        lat_c, lon_c = rng.uniform(-60, 70, CELLS), rng.uniform(-180, 180, CELLS)
     cells = rng.choice(CELLS, size=n, p=sizes / sizes.sum())
-    lat_c, lon_c = rng.uniform(-60, 70, CELLS), rng.uniform(-180, 180, CELLS)
     coords = np.stack([lat_c[cells] + rng.normal(0, 0.05, n), lon_c[cells] + rng.normal(0, 0.05, n)], axis=1)
     embeddings = np.empty((n, DIM), dtype=np.float16)
     for start in range(0, n, 262144):
@@ -56,8 +74,8 @@ def synthetic(n: int, rng: np.random.Generator):
     return embeddings, coords.astype(np.float32), cells, lat_c, lon_c
 
 
-def run(n: int, queries: int, folder: Path, rng: np.random.Generator) -> dict:
-    embeddings, coords, cells, lat_c, lon_c = synthetic(n, rng)
+def run(n: int, queries: int, folder: Path, rng: np.random.Generator, cell_sizes: str) -> dict:
+    embeddings, coords, cells, lat_c, lon_c = synthetic(n, rng, cell_sizes)
     started = time.perf_counter()
     write_background(folder, embeddings=embeddings, coords=coords, cells=cells, num_cells=CELLS, partitioning="fine")
     build_s = time.perf_counter() - started
@@ -107,7 +125,8 @@ def run(n: int, queries: int, folder: Path, rng: np.random.Generator) -> dict:
     batch_qps = done / max(time.perf_counter() - t, 1e-9)
     return {"n": n, "build_s": build_s, "disk_mb": disk / 1e6, "mb_per_million": bytes_per_image(DIM),
             "open_ms": open_ms, "build_peak_rss_mb": build_peak, "rss_after_queries_mb": rss_mb(),
-            "mean_rows_searched": float(np.mean(counts[top])), "cold_p50_ms": float(np.percentile(cold, 50)),
+            "mean_rows_searched": float(np.mean(counts[top])), "max_rows": int(counts.max()),
+            "cold_p50_ms": float(np.percentile(cold, 50)),
             "cold_p95_ms": float(np.percentile(cold, 95)), "p50_ms": float(np.percentile(warm, 50)),
             "p95_ms": float(np.percentile(warm, 95)), "qps_batch1": 1000 / float(np.mean(warm)),
             "qps_batch64": batch_qps, "search_p50_ms": float(np.percentile(search_only, 50))}
@@ -117,19 +136,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000000,5000000")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--cell-sizes", choices=("mp16", "lognormal"), default="mp16",
+                        help="photos per cell: MP-16's real fine cells (default) or a log-normal stress case")
     parser.add_argument("--dir", help="where to write the collections (default: a temporary folder)")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible; "
-          f"numpy {np.__version__}; {CELLS} fine cells, {DIM}-d float16")
+          f"numpy {np.__version__}; {CELLS} fine cells ({args.cell_sizes} sizes), {DIM}-d float16; load average "
+          f"{os.getloadavg()[0]:.1f}")
     root = Path(args.dir or tempfile.mkdtemp(prefix="geoweb-bench-retrieval-"))
     rng = np.random.default_rng(0)
     try:
         for n in (int(s) for s in args.sizes.split(",")):
-            r = run(n, args.queries, root / f"bg-{n}", rng)
-            print(f"{r['n']:>9,} vectors: build {r['build_s']:.1f} s (process peak RSS {r['build_peak_rss_mb']:.0f} MB, "
-                  f"generation included), disk {r['disk_mb']:.0f} MB ({r['mb_per_million']} MB per million), open "
-                  f"{r['open_ms']:.1f} ms, RSS after queries {r['rss_after_queries_mb']:.0f} MB; rows searched "
-                  f"{r['mean_rows_searched']:.0f} on average; refine (search + DBSCAN + PD) first touch p50 "
+            r = run(n, args.queries, root / f"bg-{n}", rng, args.cell_sizes)
+            print(f"{r['n']:>9,} vectors: build {r['build_s']:.1f} s (process peak RSS "
+                  f"{r['build_peak_rss_mb']:.0f} MB, generation included), disk {r['disk_mb']:.0f} MB "
+                  f"({r['mb_per_million']} MB per million), open {r['open_ms']:.1f} ms, RSS after queries "
+                  f"{r['rss_after_queries_mb']:.0f} MB; rows searched {r['mean_rows_searched']:.0f} on average "
+                  f"(largest cell {r['max_rows']:,}); refine (search + DBSCAN + PD) first touch p50 "
                   f"{r['cold_p50_ms']:.2f} ms p95 {r['cold_p95_ms']:.2f} ms; warm p50 {r['p50_ms']:.2f} ms p95 "
                   f"{r['p95_ms']:.2f} ms, {r['qps_batch1']:.0f} photos/s at batch 1, {r['qps_batch64']:.0f} photos/s "
                   f"at batch 64; search alone p50 {r['search_p50_ms']:.3f} ms", flush=True)

@@ -136,6 +136,32 @@ def test_background_collection_is_grouped_by_cell_and_searched_inside_it(tmp_pat
     assert background.search(query, [1], 5)[0].size == 0
 
 
+def test_a_crowded_cells_search_returns_the_exact_top_k(tmp_path):
+    """Above HALF_PRECISION_ROWS a search picks candidates in float16 and scores them again in float32: it must give
+    what a plain float32 search gives, also across the cells searched together."""
+    from predictor.ml import retrieval
+
+    rng = np.random.default_rng(7)
+    n = 3 * retrieval.HALF_PRECISION_ROWS
+    embeddings = rng.standard_normal((n, 64)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    cells = np.repeat([0, 1, 2], n // 3)
+    write_background(tmp_path / "bg", embeddings=embeddings.astype(np.float16), coords=np.zeros((n, 2)),
+                     cells=cells, num_cells=3, partitioning="fine")
+    background = BackgroundCollection(tmp_path / "bg")
+    stored = np.asarray(background.embeddings, dtype=np.float32)
+    for seed in range(20):
+        query = np.random.default_rng(seed).standard_normal(64).astype(np.float32)
+        query /= np.linalg.norm(query)
+        for searched in ([0], [1, 2]):
+            rows, sims = background.search(query, searched, 10)
+            inside = np.flatnonzero(np.isin(cells, searched))
+            exact = stored[inside] @ query
+            order = np.argsort(-exact, kind="stable")[:10]
+            assert list(rows) == list(inside[order])
+            np.testing.assert_allclose(sims, exact[order], rtol=0, atol=1e-6)
+
+
 def test_refine_answers_the_cluster_medoid_with_pd_or_keeps_the_classifier_and_says_why(tmp_path):
     background, _, _ = _collection(tmp_path)
     cell_lat, cell_lon = np.array([48.85, 51.5, 40.7]), np.array([2.35, -0.12, -74.0])
