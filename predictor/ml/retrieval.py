@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,8 +37,6 @@ EMBEDDINGS = "embeddings.f16"  # float16 [N, dim], rows grouped by fine cell
 COORDS = "coords.f32"  # float32 [N, 2] (lat, lon)
 OFFSETS = "offsets.i64"  # int64 [cells + 1]: the rows of cell c are offsets[c]:offsets[c + 1]
 BACKGROUND_FILES = (MANIFEST, EMBEDDINGS, COORDS, OFFSETS)
-# Above this many rows a search scores in float16 first (BackgroundCollection.search); below it float32 is as fast.
-HALF_PRECISION_ROWS = 2048
 
 
 def bytes_per_image(dim: int = EMBEDDING_DIM) -> int:
@@ -246,22 +243,7 @@ class BackgroundCollection:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         query = np.asarray(query, dtype=np.float32)
         rows = np.concatenate([np.arange(a, b) for a, b in parts])
-        if rows.size > HALF_PRECISION_ROWS:
-            # A crowded cell: NumPy's float16 -> float32 conversion dominates (8 ms for 20,000 rows here), so a
-            # float16 pass (torch's vectorised kernel, float accumulation) picks the candidates and only they are
-            # scored again in float32. The similarities returned are exact; float16 rounding (under 1e-3 on a
-            # cosine of unit vectors) can only swap rows whose cosines lie that close, i.e. near-duplicates.
-            with torch.inference_mode(), warnings.catch_warnings():
-                # The memory map is read-only and the tensors over it are only read.
-                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-                rough = torch.cat([torch.from_numpy(np.asarray(self.embeddings[a:b])) @
-                                   torch.from_numpy(query).to(torch.float16) for a, b in parts])
-            keep = min(rows.size, 4 * top_k + 64)
-            rows = rows[torch.topk(rough.float(), keep, sorted=False).indices.numpy()]
-            rows.sort()
-            sims = np.asarray(self.embeddings[rows], dtype=np.float32) @ query
-        else:
-            sims = np.concatenate([np.asarray(self.embeddings[a:b], dtype=np.float32) @ query for a, b in parts])
+        sims = np.concatenate([np.asarray(self.embeddings[a:b], dtype=np.float32) @ query for a, b in parts])
         k = min(top_k, sims.size)
         best = np.argpartition(-sims, k - 1)[:k] if k < sims.size else np.arange(sims.size)
         best = best[np.argsort(-sims[best], kind="stable")]
