@@ -142,6 +142,11 @@ def test_the_csv_export_is_anonymised_and_rounded(client, user):
         assert secret not in text
     assert not [column for column in rows[0] if any(w in column for w in ("user", "game", "time", "session"))]
     assert [row["photo_id"] for row in rows] == sorted(row["photo_id"] for row in rows)
+    # Players are told before they start that their guesses end up there, and how.
+    home = client.get("/").content.decode()
+    assert 'id="start-game"' in home
+    notice = home[home.index('id="guesses-published"'):]
+    assert 'href="/results/"' in notice and "rounded to 0.1°" in notice and "never your name" in notice
 
 
 def test_model_answers_is_the_one_reader_of_ai_answers():
