@@ -6,6 +6,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from predictor.models import JobStatus
+
 
 STARTER_PACK = "starter"
 
@@ -221,13 +223,10 @@ class RoundAnswer(models.Model):
 
 
 class RecomputeJob(models.Model):
-    """A background run of the active model over some game images, storing its guesses; progress is done/total."""
+    """A background run of the active model over some game images, storing its guesses; progress is done/total.
+    Its state follows the predictor.Job that runs it (the same statuses)."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+    Status = JobStatus
 
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
     model_name = models.CharField(max_length=100, blank=True)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 def _upload_name(kind: str, extension: str) -> str:
@@ -12,15 +14,63 @@ def _upload_name(kind: str, extension: str) -> str:
     return f"analyses/{kind}/{uuid.uuid4().hex}.{extension}"
 
 
-class Analysis(models.Model):
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
 
+
+class ClaimQuerySet(models.QuerySet):
+    """The rows of a claimable table as the worker loop sees them (predictor/services/queue.py, jobs.py)."""
+
+    def running(self):
+        return self.filter(status=JobStatus.RUNNING)
+
+    def held(self, row, *, token: str | None = None):
+        """`row`, only while its claim (or the claim `token`) still holds it: what a worker may update."""
+        return self.running().filter(pk=row.pk, claim_token=row.claim_token if token is None else token)
+
+    def silent_for(self, timeout_s: float):
+        """Running rows whose worker has not said it was alive for `timeout_s`."""
+        return self.running().filter(heartbeat_at__lt=timezone.now() - timedelta(seconds=timeout_s))
+
+    def of_worker(self, worker_id: str):
+        return self.running().filter(worker_id=worker_id)
+
+    def heartbeat(self, rows) -> int:
+        """Tell other workers that these rows' claims are alive; returns how many are still held."""
+        tokens = {row.claim_token for row in rows}
+        return self.running().filter(claim_token__in=tokens).update(heartbeat_at=timezone.now())
+
+
+class Claimable(models.Model):
+    """What the worker loop needs of a row it runs: its state, the worker that holds it, the token of that claim,
+    when it last said it was alive, and how many times it was claimed. Analyses and background jobs share it."""
+
+    Status = JobStatus
+
+    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    worker_id = models.CharField(max_length=120, blank=True)
+    claim_token = models.CharField(max_length=32, blank=True, db_index=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    objects = ClaimQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (JobStatus.DONE, JobStatus.FAILED)
+
+
+class Analysis(Claimable):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="analyses")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True)
     # The type of the last event stored (scene, partitions, heatmap, estimate, cam, done, error).
     stage = models.CharField(max_length=20, blank=True)
     # {"events": [event payloads in the order they were sent, each with "seq"], "summary": {...}}
@@ -44,14 +94,6 @@ class Analysis(models.Model):
     granularity = models.CharField(max_length=10, blank=True)
     coarsening_reason = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    # Claiming: the worker that holds the job, the token of that claim, and when it last said it was alive.
-    worker_id = models.CharField(max_length=120, blank=True)
-    claim_token = models.CharField(max_length=32, blank=True, db_index=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -72,10 +114,6 @@ class Analysis(models.Model):
     @property
     def summary(self) -> dict:
         return dict(self.result.get("summary", {}))
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in (self.Status.DONE, self.Status.FAILED)
 
 
 class TermsAcceptance(models.Model):
@@ -134,7 +172,7 @@ class UploadAudit(models.Model):
         return f"Upload by {self.username} at {self.created_at:%Y-%m-%d %H:%M}"
 
 
-class Job(models.Model):
+class Job(Claimable):
     """A background job other than an upload analysis (a game's guess recompute, say), run by the same workers.
 
     Another app registers a handler for its `kind` (predictor/jobs.py) and queues jobs through
@@ -142,23 +180,10 @@ class Job(models.Model):
     given up like analyses: see predictor/services/jobs.py.
     """
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
-
     kind = models.CharField(max_length=60)
     payload = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     error_message = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    worker_id = models.CharField(max_length=120, blank=True)
-    claim_token = models.CharField(max_length=32, blank=True, db_index=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -166,7 +191,3 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"Job {self.pk} {self.kind} ({self.status})"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in (self.Status.DONE, self.Status.FAILED)

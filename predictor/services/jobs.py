@@ -6,7 +6,6 @@ The claim is the analyses' own (`queue.claim_rows`), on the `predictor.Job` tabl
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -38,12 +37,11 @@ def claim_job(*, worker_id: str, job_id: int | None = None) -> Job | None:
 
 def heartbeat_jobs(*, jobs_held: list[Job]) -> int:
     """Tell other workers that these claims are alive; returns how many are still held."""
-    tokens = {job.claim_token for job in jobs_held}
-    return Job.objects.filter(claim_token__in=tokens, status=Job.Status.RUNNING).update(heartbeat_at=timezone.now())
+    return Job.objects.heartbeat(jobs_held)
 
 
 def still_held(*, job: Job) -> bool:
-    return Job.objects.filter(pk=job.pk, claim_token=job.claim_token, status=Job.Status.RUNNING).exists()
+    return Job.objects.held(job).exists()
 
 
 def run_job(*, job: Job, context: jobs.JobContext) -> str:
@@ -59,8 +57,7 @@ def run_job(*, job: Job, context: jobs.JobContext) -> str:
     except Exception as error:  # noqa: BLE001 - every claimed job ends in a state staff can see
         logger.exception("job %s (%s) failed", job.pk, job.kind)
         return _fail(job, f"The job failed: {error!r}")
-    ended = Job.objects.filter(pk=job.pk, claim_token=job.claim_token, status=Job.Status.RUNNING).update(
-        status=Job.Status.DONE, finished_at=timezone.now())
+    ended = Job.objects.held(job).update(status=Job.Status.DONE, finished_at=timezone.now())
     if ended:
         logger.info("job %s (%s) done: %s", job.pk, job.kind, note)
     return Job.Status.DONE if ended else "lost"
@@ -72,13 +69,12 @@ def interrupted_job_message(attempts: int) -> str:
 
 def requeue_stale_jobs(*, timeout_s: float) -> int:
     """Give the jobs of workers silent for `timeout_s` back to the queue (or fail them after too many tries)."""
-    cutoff = timezone.now() - timedelta(seconds=timeout_s)
-    return _requeue(list(Job.objects.filter(status=Job.Status.RUNNING, heartbeat_at__lt=cutoff)), why="silent")
+    return _requeue(list(Job.objects.silent_for(timeout_s)), why="silent")
 
 
 def requeue_background_jobs_of(*, worker_id: str) -> int:
     """Give back at once the running jobs of a worker known to be dead (see `queue.requeue_jobs_of`)."""
-    return _requeue(list(Job.objects.filter(status=Job.Status.RUNNING, worker_id=worker_id)), why="dead")
+    return _requeue(list(Job.objects.of_worker(worker_id)), why="dead")
 
 
 def _requeue(held: list[Job], *, why: str) -> int:
@@ -90,8 +86,8 @@ def _requeue(held: list[Job], *, why: str) -> int:
             logger.error("job %s (%s) failed: interrupted %d times (last by %s worker %s)", job.pk, job.kind,
                          job.attempts, why, job.worker_id)
         else:
-            updated = Job.objects.filter(pk=job.pk, claim_token=job.claim_token, status=Job.Status.RUNNING).update(
-                status=Job.Status.QUEUED, worker_id="", claim_token="", heartbeat_at=None)
+            updated = Job.objects.held(job).update(status=Job.Status.QUEUED, worker_id="", claim_token="",
+                                                   heartbeat_at=None)
             if not updated:
                 continue
             logger.warning("re-queued job %s (%s) of %s worker %s", job.pk, job.kind, why, job.worker_id)
@@ -103,8 +99,8 @@ def _requeue(held: list[Job], *, why: str) -> int:
 
 
 def _fail(job: Job, message: str) -> str:
-    failed = Job.objects.filter(pk=job.pk, claim_token=job.claim_token, status=Job.Status.RUNNING).update(
-        status=Job.Status.FAILED, error_message=message, finished_at=timezone.now())
+    failed = Job.objects.held(job).update(status=Job.Status.FAILED, error_message=message,
+                                          finished_at=timezone.now())
     if not failed:
         return "lost"
     _tell(job, "on_failed", message)

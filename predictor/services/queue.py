@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -58,9 +57,7 @@ def claim_rows(queued, *, worker_id: str, limit: int) -> list:
 
 def heartbeat(*, analyses: list[Analysis]) -> int:
     """Tell other workers that these claims are alive; returns how many are still held."""
-    tokens = {a.claim_token for a in analyses}
-    return Analysis.objects.filter(claim_token__in=tokens, status=Analysis.Status.RUNNING).update(
-        heartbeat_at=timezone.now())
+    return Analysis.objects.heartbeat(analyses)
 
 
 def interrupted_message(attempts: int) -> str:
@@ -70,15 +67,13 @@ def interrupted_message(attempts: int) -> str:
 
 def requeue_stale(*, timeout_s: float) -> int:
     """Give the jobs of workers silent for `timeout_s` back to the queue (or fail them after too many tries)."""
-    cutoff = timezone.now() - timedelta(seconds=timeout_s)
-    stale = Analysis.objects.filter(status=Analysis.Status.RUNNING, heartbeat_at__lt=cutoff)
-    return _requeue(list(stale), why="silent")
+    return _requeue(list(Analysis.objects.silent_for(timeout_s)), why="silent")
 
 
 def requeue_jobs_of(*, worker_id: str) -> int:
     """Give back the running jobs of a worker known to be dead (the embedded worker's supervisor saw it exit), at
     once rather than after the heartbeat timeout; a job interrupted WORKER_MAX_ATTEMPTS times fails instead."""
-    return _requeue(list(Analysis.objects.filter(status=Analysis.Status.RUNNING, worker_id=worker_id)), why="dead")
+    return _requeue(list(Analysis.objects.of_worker(worker_id)), why="dead")
 
 
 def _requeue(analyses: list[Analysis], *, why: str) -> int:
@@ -94,8 +89,7 @@ def _requeue(analyses: list[Analysis], *, why: str) -> int:
         else:
             # The next worker streams the analysis from the start; the interrupted run's events go, so that the
             # stored result is one complete run. A page that saw some of them already skips their repeats by seq.
-            updated = Analysis.objects.filter(pk=analysis.pk, claim_token=analysis.claim_token,
-                                              status=Analysis.Status.RUNNING).update(
+            updated = Analysis.objects.held(analysis).update(
                 status=Analysis.Status.QUEUED, worker_id="", claim_token="", heartbeat_at=None, stage="",
                 result={**(analysis.result or {}), "events": []})
             if not updated:

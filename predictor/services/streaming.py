@@ -164,8 +164,7 @@ def _emit(analysis: Analysis, event: dict, *, status: str | None = None, extra: 
     fields = {"result": result, "stage": event["type"], "heartbeat_at": timezone.now(), **(extra or {})}
     if status:
         fields["status"] = status
-    updated = Analysis.objects.filter(pk=analysis.pk, claim_token=token,
-                                      status=Analysis.Status.RUNNING).update(**fields)
+    updated = Analysis.objects.held(analysis, token=token).update(**fields)
     if not updated:
         raise AnalysisGone(analysis.pk)
     analysis.result = result
