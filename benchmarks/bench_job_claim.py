@@ -78,14 +78,17 @@ def geoweb_claims(jobs: int, batch: int) -> None:
         report(f"geoweb claim_analyses(limit={limit})", claimed, calls)
 
 
-def geoweb_pickup(count: int, *, wake: bool) -> list[float]:
-    """A real Worker loop waits (WORKER_POLL_S) on the wake event; analyses are created one at a time. With `wake`
-    the creation sets the event (the web process and its embedded worker); without, the worker only polls (a
-    `run_worker` process elsewhere: nothing wakes it)."""
+def geoweb_pickup(count: int, *, wake: str) -> list[float]:
+    """A real Worker loop waits (WORKER_POLL_S) on its wake event; analyses are created one at a time.
+    `wake`: "event", the creation sets the shared event (the web process and its embedded worker); "notify", the
+    creation sends PostgreSQL's NOTIFY, which the worker's listener hears (a `run_worker` process elsewhere); "poll",
+    nothing wakes the worker (a `run_worker` process without a listener: SQLite, or before the listener)."""
     from django.contrib.auth import get_user_model
+    from django.db import connection
 
     from predictor import services, worker
     from predictor.models import Analysis
+    from predictor.services.queue import NOTIFY_CHANNEL
 
     held: dict[int, float] = {}
     real = services.run_analyses
@@ -96,9 +99,15 @@ def geoweb_pickup(count: int, *, wake: bool) -> list[float]:
         Analysis.objects.filter(pk__in=[a.pk for a in analyses]).update(status="done")
 
     services.run_analyses = record
-    loop = worker.Worker(worker_id="bench-pickup")
+    # Only "event" shares this process's event; the others get one of their own, as another process would have.
+    loop = worker.Worker(worker_id="bench-pickup", wake=None if wake == "event" else threading.Event())
+    if wake == "poll":
+        worker.QueueListener.available = staticmethod(lambda: False)  # no listener, as before it existed
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
+    if wake == "notify":
+        while not (loop.listener and loop.listener.listening.wait(0.1)):
+            pass
     user = get_user_model().objects.get(username="bench-claim")
     Analysis.objects.filter(owner=user).delete()
     latencies = []
@@ -107,8 +116,11 @@ def geoweb_pickup(count: int, *, wake: bool) -> list[float]:
             time.sleep(random.uniform(0.1, 1.5))  # the worker is idle, waiting (any phase of its poll)
             start = time.perf_counter()
             analysis = Analysis.objects.create(owner=user, original_sha256="0" * 64)
-            if wake:
+            if wake == "event":
                 services.analysis_created.set()  # what create_analysis does once the transaction commits
+            elif wake == "notify":
+                with connection.cursor() as cursor:  # what create_analysis sends on PostgreSQL
+                    cursor.execute(f"NOTIFY {NOTIFY_CHANNEL}")
             while analysis.pk not in held:
                 time.sleep(0.0005)
             latencies.append(held[analysis.pk] - start)
@@ -195,9 +207,11 @@ def main() -> None:
         tasks_db_claims(args.jobs)
     from django.conf import settings
 
-    pickup_line("geoweb Worker, woken (embedded)", geoweb_pickup(args.pickups, wake=True))
-    pickup_line(f"geoweb Worker, polling {settings.WORKER_POLL_S:g} s (run_worker)",
-                geoweb_pickup(args.pickups, wake=False))
+    pickup_line("geoweb Worker, woken (embedded)", geoweb_pickup(args.pickups, wake="event"))
+    if connection.vendor == "postgresql":
+        pickup_line("geoweb Worker, NOTIFY (run_worker)", geoweb_pickup(args.pickups, wake="notify"))
+    pickup_line(f"geoweb Worker, polling {settings.WORKER_POLL_S:g} s (run_worker, no listener)",
+                geoweb_pickup(args.pickups, wake="poll"))
     if args.django_tasks_db:
         pickup_line("django-tasks-db db_worker (interval 1 s)", tasks_db_pickup(args.pickups))
 

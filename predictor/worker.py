@@ -80,6 +80,54 @@ class _JobContext:
             raise jobs.JobLost(self.job.pk)
 
 
+class QueueListener:
+    """Wakes a worker in this process when another process queues a job: on PostgreSQL, a thread with a connection
+    of its own LISTENs on `services.queue.NOTIFY_CHANNEL` and sets the worker's wake event for each NOTIFY
+    (`services.jobs_queued`). If the connection breaks it reconnects, waiting longer each time (up to 30 s);
+    meanwhile the worker still polls every WORKER_POLL_S, so nothing is lost, only later."""
+
+    def __init__(self, wake: threading.Event):
+        self.wake = wake
+        self.listening = threading.Event()  # set while LISTEN is in place (tests wait for it)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="queue-listener", daemon=True)
+
+    @staticmethod
+    def available() -> bool:
+        return connection.vendor == "postgresql"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        import psycopg
+
+        from predictor.services.queue import NOTIFY_CHANNEL
+
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(**connection.get_connection_params(), autocommit=True) as listener:
+                    listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self.listening.set()
+                    delay = 1.0
+                    self.wake.set()  # whatever was queued while nobody listened is claimed now
+                    while not self._stop.is_set():
+                        for _ in listener.notifies(timeout=1.0):
+                            self.wake.set()
+            except Exception as error:  # noqa: BLE001 - the worker polls meanwhile
+                self.listening.clear()
+                logger.warning("queue listener: %s; listening again in %.0f s", error, delay)
+                self._stop.wait(delay)
+                delay = min(30.0, 2 * delay)
+        self.listening.clear()
+
+
 class Worker:
     def __init__(self, *, worker_id: str, batch: int | None = None, poll_s: float | None = None,
                  wake: threading.Event | None = None):
@@ -90,6 +138,7 @@ class Worker:
         self.stopping = threading.Event()
         self.timeout_s = settings.WORKER_HEARTBEAT_TIMEOUT_S
         self.takes_analyses = True  # off for a command line that runs only its own job (run_job_here)
+        self.listener: QueueListener | None = None  # while run_forever runs on PostgreSQL
 
     @property
     def heartbeat_interval_s(self) -> float:
@@ -125,6 +174,15 @@ class Worker:
 
     def run_forever(self) -> None:
         logger.info("worker %s started (batch %d)", self.worker_id, self.batch)
+        if QueueListener.available():
+            self.listener = QueueListener(self.wake)
+            with self.listener:
+                self._loop()
+        else:
+            self._loop()
+        logger.info("worker %s stopped", self.worker_id)
+
+    def _loop(self) -> None:
         while not self.stopping.is_set():
             # Cleared before claiming, so that an analysis created during the batch wakes the next round.
             self.wake.clear()
@@ -136,7 +194,6 @@ class Worker:
                 time.sleep(1)
             if done == 0 and not self.stopping.is_set():
                 self.wake.wait(self.poll_s)
-        logger.info("worker %s stopped", self.worker_id)
 
     def stop(self) -> None:
         """Finish the batch in hand, then leave the loop."""

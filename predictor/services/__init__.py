@@ -15,7 +15,7 @@ from predictor.services.jobs import (
     claim_job, enqueue_job, heartbeat_jobs, requeue_background_jobs_of, requeue_stale_jobs, run_job, still_held,
 )
 from predictor.services.queue import (
-    analysis_created, claim_analyses, heartbeat, interrupted_message, requeue_jobs_of, requeue_stale,
+    analysis_created, claim_analyses, heartbeat, interrupted_message, jobs_queued, requeue_jobs_of, requeue_stale,
 )
 from predictor.services.retention import (
     analysis_files, cell_cam_files, delete_account, delete_all_analyses, delete_analysis, segmentation_file,
@@ -25,6 +25,6 @@ from predictor.services.streaming import run_analyses
 __all__ = [
     "AnalysisGone", "UploadRefused", "analysis_created", "analysis_files", "cell_cam_files", "claim_analyses",
     "claim_job", "create_analysis", "delete_account", "delete_all_analyses", "delete_analysis", "enqueue_job",
-    "heartbeat", "heartbeat_jobs", "interrupted_message", "requeue_background_jobs_of", "requeue_jobs_of",
+    "heartbeat", "heartbeat_jobs", "interrupted_message", "jobs_queued", "requeue_background_jobs_of", "requeue_jobs_of",
     "requeue_stale", "requeue_stale_jobs", "run_analyses", "run_job", "segmentation_file", "still_held",
 ]

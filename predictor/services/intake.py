@@ -9,14 +9,14 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 
 from core import images
 from predictor import policy
 from predictor.models import Analysis, UploadAudit
 from predictor.services.errors import UploadRefused
-from predictor.services.queue import analysis_created
+from predictor.services.queue import jobs_queued
 from predictor.services.retention import new_file_name
 
 
@@ -63,7 +63,7 @@ def create_analysis(*, owner, data: bytes, keep_photo: bool = False, client_ip: 
         for name in stored:
             default_storage.delete(name)
         raise
-    transaction.on_commit(analysis_created.set)
+    jobs_queued()
     return analysis
 
 

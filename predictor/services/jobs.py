@@ -8,12 +8,11 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from predictor import jobs
 from predictor.models import Job
-from predictor.services.queue import analysis_created, claim_rows
+from predictor.services.queue import claim_rows, jobs_queued
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +21,7 @@ def enqueue_job(*, kind: str, payload: dict) -> Job:
     """Queue a job of a registered kind; a worker runs it (the caller's process never does)."""
     jobs.get_kind(kind)  # a kind nobody handles would wait forever: refuse it now
     job = Job.objects.create(kind=kind, payload=payload)
-    transaction.on_commit(analysis_created.set)
+    jobs_queued()
     return job
 
 
@@ -94,7 +93,7 @@ def _requeue(held: list[Job], *, why: str) -> int:
             _tell(job, "on_requeued")
         count += 1
     if count:
-        analysis_created.set()
+        jobs_queued()
     return count
 
 

@@ -18,6 +18,19 @@ logger = logging.getLogger(__name__)
 
 # Set when an analysis (or a background job) is queued, so that a worker waiting in this process starts at once.
 analysis_created = threading.Event()
+# On PostgreSQL the same news reaches workers in other processes (`run_worker`): NOTIFY on this channel, heard by each
+# worker's listener (predictor.worker.QueueListener).
+NOTIFY_CHANNEL = "geoweb_queue"
+
+
+def jobs_queued() -> None:
+    """Wake the workers: call it where rows were just queued, inside their transaction if there is one. This
+    process's workers are woken once it commits; on PostgreSQL every listening worker too (NOTIFY is delivered on
+    commit, and not at all on rollback). Elsewhere a worker in another process finds the rows on its next poll."""
+    transaction.on_commit(analysis_created.set)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
 
 def claim_analyses(*, worker_id: str, limit: int) -> list[Analysis]:
@@ -97,5 +110,5 @@ def _requeue(analyses: list[Analysis], *, why: str) -> int:
             logger.warning("re-queued analysis %s of %s worker %s", analysis.pk, why, analysis.worker_id)
         count += 1
     if count:
-        analysis_created.set()
+        jobs_queued()
     return count
