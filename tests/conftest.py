@@ -311,6 +311,38 @@ def live_worker_paused(base: str):
         os.kill(pid, signal.SIGCONT)
 
 
+def analysed_beside_live_server(live, user, bundle, photo: bytes, settings, **limits):
+    """An upload analysed by this test process with the model `bundle` and the upload limits `limits` (settings
+    names), while the live server's own worker is held; the live server then shows it from the database, as it
+    shows any finished analysis. So a browser test can see an answer the live server's own settings would not give."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections
+
+    from predictor import inference, registry, services
+    from predictor.models import Analysis
+
+    for name, value in {"UPLOAD_COARSEN_INDOOR": False, "UPLOAD_FACE_DETECTION": False, **limits}.items():
+        setattr(settings, name, value)
+    inference.reset_engine()
+    registry.install_bundle(bundle, replace=True)
+
+    def run():  # in a thread of its own: Playwright's event loop runs in this one, and events are published
+        try:
+            analysis = services.create_analysis(owner=user, data=photo)
+            services.run_analyses(analyses=services.claim_analyses(worker_id="browser-test", limit=1))
+            return analysis
+        finally:
+            connections.close_all()
+
+    try:
+        with live_worker_paused(live.url), ThreadPoolExecutor(1) as pool:
+            analysis = pool.submit(run).result(timeout=120)
+    finally:
+        inference.reset_engine()
+    return Analysis.objects.get(pk=analysis.pk)
+
+
 multiprocessing.set_start_method("fork", force=True)
 
 

@@ -288,42 +288,13 @@ def test_a_bundle_with_a_background_collection_is_a_game_opponent(swc_bundles, u
 # --- the page, in Chromium -----------------------------------------------------------------------------------------
 
 
-def _analysed_here(user, bundle, photo: bytes, settings, **limits):
-    """An analysis run by this test process with `limits` (settings), while the live server's own worker is held:
-    the live server then shows it from the database, as it shows any finished analysis."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from django.db import connections
-
-    from predictor import inference, registry, services
-    from predictor.models import Analysis
-    from tests.conftest import live_worker_paused
-
-    for name, value in {"UPLOAD_COARSEN_INDOOR": False, "UPLOAD_FACE_DETECTION": False, **limits}.items():
-        setattr(settings, name, value)
-    inference.reset_engine()
-    registry.install_bundle(bundle, replace=True)
-    def run():  # in a thread of its own: Playwright's event loop runs in this one, and events are published
-        try:
-            analysis = services.create_analysis(owner=user, data=photo)
-            services.run_analyses(analyses=services.claim_analyses(worker_id="swc-browser-test", limit=1))
-            return analysis
-        finally:
-            connections.close_all()
-
-    with live_worker_paused(settings.LIVE_URL), ThreadPoolExecutor(1) as pool:
-        analysis = pool.submit(run).result(timeout=120)
-    inference.reset_engine()
-    return Analysis.objects.get(pk=analysis.pk)
-
-
 @pytest.mark.browser
 def test_the_page_shows_the_refined_line_and_a_withheld_answer(swc_training, swc_bundles, live_settings, page,
                                                                transactional_db, django_user_model, settings):
     from predictor import policy
-    from tests.conftest import browser_login
+    from tests.conftest import analysed_beside_live_server, browser_login
 
-    settings.LIVE_URL = base = live_settings.url
+    base = live_settings.url
     user = django_user_model.objects.create_user(username="swc-viewer", password="a-long-test-password-9")
     policy.accept_terms(user)
     photo = sorted((swc_training[0] / "photos" / "images").glob("*.jpg"))[3].read_bytes()
@@ -331,8 +302,8 @@ def test_the_page_shows_the_refined_line_and_a_withheld_answer(swc_training, swc
     page.wait_for_selector("text=swc-viewer")
 
     # Fine level, localizable: the refined line gives PD, the verdict and the refined point, which is the estimate.
-    shown = _analysed_here(user, swc_bundles[0], photo, settings, UPLOAD_GRANULARITY="fine",
-                           UPLOAD_NON_LOCALIZABLE="country")
+    shown = analysed_beside_live_server(live_settings, user, swc_bundles[0], photo, settings,
+                                        UPLOAD_GRANULARITY="fine", UPLOAD_NON_LOCALIZABLE="country")
     refined = next(e for e in shown.events if e["type"] == "refined")
     page.goto(f"{base}/analyze/{shown.pk}/")
     page.wait_for_selector("#analysis-root[data-stage=done]", timeout=60_000)
@@ -344,8 +315,8 @@ def test_the_page_shows_the_refined_line_and_a_withheld_answer(swc_training, swc
     assert page.locator(".confidence-circle").count() == 1 and page.inner_text("#granularity-text") == ""
 
     # Not localizable, and the setting withholds: no point, no circle, no cells, the reason instead.
-    withheld = _analysed_here(user, swc_bundles[1], photo, settings, UPLOAD_GRANULARITY="fine",
-                              UPLOAD_NON_LOCALIZABLE="withhold")
+    withheld = analysed_beside_live_server(live_settings, user, swc_bundles[1], photo, settings,
+                                           UPLOAD_GRANULARITY="fine", UPLOAD_NON_LOCALIZABLE="withhold")
     assert withheld.granularity == "withheld"
     page.goto(f"{base}/analyze/{withheld.pk}/")
     page.wait_for_selector("#analysis-root[data-stage=done]", timeout=60_000)

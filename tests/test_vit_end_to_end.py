@@ -144,3 +144,38 @@ def test_the_trained_vit_becomes_a_game_opponent(trained_vit, settings):
     assert guesses.count() == 3
     assert all(-90 <= g.lat <= 90 and -180 <= g.lon <= 180 for g in guesses)
     assert set(selectors.choosable_opponents()) == {MODEL, "vit-e2e"}
+
+
+@pytest.mark.browser
+def test_the_page_shows_the_attention_map_and_the_segmentation_overlay(trained_vit, live_settings, page,
+                                                                        transactional_db, django_user_model,
+                                                                        settings):
+    from predictor import policy
+    from tests.conftest import analysed_beside_live_server, browser_login
+
+    viewer = django_user_model.objects.create_user(username="vit-viewer", password="a-long-test-password-7")
+    policy.accept_terms(viewer)
+    image, *_ = next(iter(synthetic_photos(1, seed=23, size=(320, 240))))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG")
+    analysis = analysed_beside_live_server(live_settings, viewer, trained_vit[0], buffer.getvalue(), settings,
+                                           UPLOAD_GRANULARITY="fine")
+    segmentation = next(e for e in analysis.events if e["type"] == "segmentation")
+    browser_login(page, live_settings.url, "vit-viewer", "a-long-test-password-7")
+    page.wait_for_selector("text=vit-viewer")
+    page.goto(f"{live_settings.url}/analyze/{analysis.pk}/")
+    page.wait_for_selector("#analysis-root[data-stage=done]", timeout=60_000)
+    # The attention map is on, over the photo's place, and says what it is.
+    page.wait_for_function("document.getElementById('cam').naturalWidth > 0")
+    assert page.is_visible("#cam") and "the model's attention" in page.inner_text("#cam-caption")
+    # The segmentation the model took as its second input: off until asked for, then drawn, with its legend.
+    assert page.is_visible("#segmentation") and not page.is_visible("#segmentation-overlay")
+    legend = page.locator("#segmentation-classes li").all_inner_texts()
+    assert len(legend) == len(segmentation["classes"])
+    assert legend[0].startswith(segmentation["classes"][0]["label"])
+    page.check("#segmentation-toggle")
+    page.wait_for_function("document.getElementById('segmentation-overlay').naturalWidth > 0")
+    assert page.is_visible("#segmentation-overlay")
+    page.uncheck("#segmentation-toggle")
+    assert not page.is_visible("#segmentation-overlay")
+    assert page.js_errors == []
