@@ -298,10 +298,11 @@ async def drive(port: int, args, env: dict) -> list[Phase]:
 OPEN_LOOP_ENDPOINTS = ("start", "next", "photo", "guess", "summary")
 
 
-async def open_loop_level(port: int, players: int, think_s: float, seconds: float, rounds: int,
+async def open_loop_level(port: int | list[int], players: int, think_s: float, seconds: float, rounds: int,
                           seed: int) -> dict[str, Phase]:
     """`players` players for a ramp-in of 2 think times plus `seconds` measured; latencies of requests sent in the
-    measured window, per endpoint."""
+    measured window, per endpoint. With several ports (web processes), player i plays on port i mod N."""
+    ports = port if isinstance(port, list) else [port]
     rng = random.Random(seed)
     phases = {name: Phase(name) for name in OPEN_LOOP_ENDPOINTS}
     ramp_s = 2 * think_s
@@ -323,7 +324,7 @@ async def open_loop_level(port: int, players: int, think_s: float, seconds: floa
         await asyncio.sleep(rng.expovariate(1.0 / think_s))
 
     async def player(i):
-        client = HttpClient("127.0.0.1", port)
+        client = HttpClient("127.0.0.1", ports[i % len(ports)])
         await asyncio.sleep(rng.uniform(0, ramp_s))  # players arrive over the ramp-in, not all at once
         try:
             status, _ = await client.request("GET", "/")
@@ -361,7 +362,9 @@ def p99_ms(phase: Phase) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000 if ordered else float("nan")
 
 
-def run_open_loop(port: int, args) -> None:
+def run_open_loop(port: int | list[int], args) -> int:
+    """Each level of args.players in turn (until one is not served, unless args.keep_going); returns the most
+    players served."""
     served = 0
     for level, players in enumerate(int(n) for n in args.players.split(",")):
         phases = asyncio.run(open_loop_level(port, players, args.think, args.seconds, args.rounds, seed=level))
@@ -378,6 +381,7 @@ def run_open_loop(port: int, args) -> None:
             break
     print(f"players served with p99 <= {args.p99_ms:.0f} ms on every endpoint: {served}"
           f"{' (goal 1,000: met)' if served >= 1000 else ' (goal 1,000: MISSED)'}")
+    return served
 
 
 def main() -> None:

@@ -4,6 +4,10 @@ whole games against the JSON API. Prints throughput, latency percentiles and eve
 
     .venv/bin/python benchmarks/bench_scaleout.py --clients 500 --web 2 --workers 1,2 --players 200
 
+--http picks who serves HTTP (uploads, game API): "pooled" (the default: Daphne with GeoWeb's pooled handler, also
+serving the websockets), "stock" (Daphne with Django's stock ASGI handler, benchmarks/asgi_stock.py) or "gunicorn"
+(one gunicorn, gthread workers, as deploy/ runs it; the --web Daphne processes then serve only the websockets).
+
 Needs PostgreSQL (the benchmark creates and drops its own database on the server of --database-url) and
 redis-server (a private one on a spare port unless --redis-url is given). The clients spread over the web processes
 round-robin by themselves, in place of nginx: client i uploads to web process i mod N and opens its websocket on
@@ -104,11 +108,12 @@ def prepare_django(*, database_url: str, redis_url: str, data_dir: Path, model_d
 
 # --- the analysis load -------------------------------------------------------------------------------------------
 
-async def one_analysis(session, *, index: int, web: list[str], cookie: str, photo: bytes, deadline_s: float):
+async def one_analysis(session, *, index: int, http: list[str], ws: list[str], cookie: str, photo: bytes,
+                       deadline_s: float):
     import aiohttp
 
-    upload_url = web[index % len(web)]
-    socket_url = web[(index + 1) % len(web)]
+    upload_url = http[index % len(http)]
+    socket_url = ws[(index + 1) % len(ws)]
     csrf = secrets.token_hex(16)
     form = aiohttp.FormData()
     form.add_field("photo", photo, filename=f"photo-{index}.jpg", content_type="image/jpeg")
@@ -160,7 +165,8 @@ def check_results(results: list[dict]) -> dict:
     return {"problems": problems, "ids": ids}
 
 
-async def analysis_load(*, clients: int, web: list[str], cookies: list[str], deadline_s: float) -> dict:
+async def analysis_load(*, clients: int, http: list[str], ws: list[str], cookies: list[str],
+                        deadline_s: float) -> dict:
     import aiohttp
 
     from tests.conftest import make_jpeg
@@ -171,14 +177,15 @@ async def analysis_load(*, clients: int, web: list[str], cookies: list[str], dea
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         started = time.monotonic()
         results = await asyncio.gather(*(
-            one_analysis(session, index=i, web=web, cookie=cookies[i % len(cookies)], photo=photos[i % len(photos)],
-                         deadline_s=deadline_s) for i in range(clients)))
+            one_analysis(session, index=i, http=http, ws=ws, cookie=cookies[i % len(cookies)],
+                         photo=photos[i % len(photos)], deadline_s=deadline_s) for i in range(clients)))
         wall = time.monotonic() - started
     return {"results": results, "wall_s": wall}
 
 
-def run_analysis_phase(*, clients: int, web: list[str], cookies: list[str], deadline_s: float) -> dict:
-    load = asyncio.run(analysis_load(clients=clients, web=web, cookies=cookies, deadline_s=deadline_s))
+def run_analysis_phase(*, clients: int, http: list[str], ws: list[str], cookies: list[str],
+                       deadline_s: float) -> dict:
+    load = asyncio.run(analysis_load(clients=clients, http=http, ws=ws, cookies=cookies, deadline_s=deadline_s))
     checked = check_results(load["results"])
     watches = [r["watch"] for r in load["results"] if "watch" in r]
     done = [w for w in watches if w.done]
@@ -261,11 +268,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=500, help="concurrent analysis clients per run")
     parser.add_argument("--web", type=int, default=2, help="Daphne processes")
+    parser.add_argument("--http", choices=("pooled", "stock", "gunicorn"), default="pooled",
+                        help="who serves HTTP: Daphne with the pooled or the stock handler, or gunicorn")
+    parser.add_argument("--gunicorn-workers", type=int, default=5)
+    parser.add_argument("--gunicorn-threads", type=int, default=8)
     parser.add_argument("--workers", default="1,2", help="worker counts, one run each (comma-separated)")
     parser.add_argument("--batch", type=int, default=32, help="analyses a worker claims at once")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="the workers' inference device")
     parser.add_argument("--players", type=int, default=200, help="concurrent game players (0 skips the game load)")
     parser.add_argument("--users", type=int, default=50, help="accounts the analysis clients are spread over")
+    parser.add_argument("--open-loop", default="",
+                        help="player counts (e.g. 150,300,500): after the other phases, players who think --think s "
+                             "before each action, as bench_game_api.py --open-loop, on the HTTP processes")
+    parser.add_argument("--think", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=40.0, help="open loop: measured seconds per level")
+    parser.add_argument("--p99-ms", type=float, default=150.0)
+    parser.add_argument("--keep-going", action="store_true", help="open loop: every level, even after a miss")
     parser.add_argument("--deadline", type=float, default=600, help="seconds a client waits for its done")
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/postgres",
                         help="a PostgreSQL server (and a database to connect to) where a scratch database is made")
@@ -292,15 +310,27 @@ def main() -> int:
             database_url=database_url, redis_url=redis_url, data_dir=data_dir, model_dir=model_dir,
             secret_key=secret_key, channel_prefix=f"bench{os.getpid()}", GEOWEB_DEVICE=args.device,
             GEOWEB_LOG_LEVEL="WARNING", GEOWEB_UPLOAD_DAILY_QUOTA="0", GEOWEB_RATE_UPLOAD_IP="1000000",
-            GEOWEB_RATE_WEBSOCKET="1000000", GEOWEB_RATE_LOGIN="1000000", GEOWEB_RATE_GAME_START="0", GEOWEB_WORKER_POLL_S="0.5")
+            GEOWEB_RATE_WEBSOCKET="1000000", GEOWEB_RATE_LOGIN="1000000", GEOWEB_RATE_GAME_START="0",
+            GEOWEB_WORKER_POLL_S="0.5", PYTHONPATH=str(REPO))
         if args.device == "cuda":
             env.pop("OMP_NUM_THREADS", None)
         web = []
+        application = "benchmarks.asgi_stock:application" if args.http == "stock" else "geoweb.asgi:application"
         for i in range(args.web):
             port = free_port()
-            processes.append(start_web(f"web-{i}", port=port, env=env, log_dir=workdir / "logs"))
+            processes.append(start_web(f"web-{i}", port=port, env=env, log_dir=workdir / "logs",
+                                       application=application))
             web.append(f"http://127.0.0.1:{port}")
-        print(f"{report['machine']}\n{args.web} web processes: {', '.join(web)}", flush=True)
+        http = web
+        if args.http == "gunicorn":
+            port = free_port()
+            processes.append(start_web("http", port=port, env=env, log_dir=workdir / "logs", argv=[
+                sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-k", "gthread",
+                "-w", str(args.gunicorn_workers), "--threads", str(args.gunicorn_threads), "--keep-alive", "75",
+                "--backlog", "4096", "geoweb.wsgi:application"]))
+            http = [f"http://127.0.0.1:{port}"]
+        print(f"{report['machine']}\nHTTP: {args.http} at {', '.join(http)}; websockets: {args.web} Daphne "
+              f"processes at {', '.join(web)}", flush=True)
 
         workers = []
         for count in worker_counts:
@@ -310,12 +340,13 @@ def main() -> int:
                 processes.append(workers[-1])
             while len(workers) > count:
                 workers.pop().stop(timeout_s=60)
-            warm = run_analysis_phase(clients=2 * count, web=web, cookies=cookies, deadline_s=120)
+            warm = run_analysis_phase(clients=2 * count, http=http, ws=web, cookies=cookies, deadline_s=120)
             if warm["done"] != 2 * count:
                 raise RuntimeError(f"warm-up failed: {warm['problems']}")
             print(f"\n== {args.clients} analysis clients, {args.web} web processes, {count} worker(s), "
                   f"device {args.device} ==", flush=True)
-            run = run_analysis_phase(clients=args.clients, web=web, cookies=cookies, deadline_s=args.deadline)
+            run = run_analysis_phase(clients=args.clients, http=http, ws=web, cookies=cookies,
+                                     deadline_s=args.deadline)
             run["workers"] = count
             report["runs"].append(run)
             print(f"done {run['done']}/{run['clients']}, lost or mixed-up {run['lost_or_mixed']}, "
@@ -327,14 +358,28 @@ def main() -> int:
                 print(f"  PROBLEM {problem}")
 
         if args.players:
-            print(f"\n== {args.players} game players, {args.web} web processes ==", flush=True)
-            game = asyncio.run(game_load(players=args.players, web=web))
+            print(f"\n== {args.players} game players, HTTP: {args.http} ==", flush=True)
+            game = asyncio.run(game_load(players=args.players, web=http))
             report["game"] = game
             print(f"requests {game['requests']}, errors {game['errors']}, wall {game['wall_s']:.1f} s, "
                   f"{game['requests_per_s']:.0f} requests/s")
             print(f"  latency {fmt_ms(game['latency_s'])}")
             for sample in game["error_samples"]:
                 print(f"  ERROR {sample}")
+
+        if args.open_loop:
+            from types import SimpleNamespace
+
+            from benchmarks.bench_game_api import open_loop_level, run_open_loop
+
+            print(f"\n== open loop, HTTP: {args.http}, think {args.think:g} s, {args.seconds:g} s per level, load "
+                  f"average before {os.getloadavg()[0]:.1f} ==", flush=True)
+            ports = [int(url.rsplit(":", 1)[1]) for url in http]
+            # Unreported warm-up, so that no level pays for cold processes, threads and pooled connections.
+            asyncio.run(open_loop_level(ports, 50, args.think, 10, 5, seed=99))
+            report["open_loop_served"] = run_open_loop(
+                ports, SimpleNamespace(players=args.open_loop, think=args.think, seconds=args.seconds, rounds=5,
+                                p99_ms=args.p99_ms, keep_going=args.keep_going))
     finally:
         for process in processes:
             process.stop(timeout_s=30)

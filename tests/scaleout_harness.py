@@ -275,9 +275,11 @@ def http_status(url: str, *, timeout_s: float = 5) -> int | None:
         return None
 
 
-def start_web(name: str, *, port: int, env: dict[str, str], log_dir: Path, timeout_s: float = 60) -> AppProcess:
-    process = AppProcess(name, [DAPHNE, "-b", "127.0.0.1", "-p", str(port), "geoweb.asgi:application"],
-                         env=env, log_dir=log_dir).start()
+def start_web(name: str, *, port: int, env: dict[str, str], log_dir: Path, timeout_s: float = 60,
+              application: str = "geoweb.asgi:application", argv: list[str] | None = None) -> AppProcess:
+    """A web process (Daphne serving `application`, or the command `argv`), started and answering /healthz."""
+    argv = argv or [DAPHNE, "-b", "127.0.0.1", "-p", str(port), application]
+    process = AppProcess(name, argv, env=env, log_dir=log_dir).start()
     try:
         wait_until(lambda: not process.alive() or http_status(f"http://127.0.0.1:{port}/healthz") == 200,
                    timeout_s=timeout_s, interval_s=0.2, what=f"{name} to answer /healthz")
