@@ -100,9 +100,8 @@ def geoweb_pickup(count: int, *, wake: str) -> list[float]:
 
     services.run_analyses = record
     # Only "event" shares this process's event; the others get one of their own, as another process would have.
-    loop = worker.Worker(worker_id="bench-pickup", wake=None if wake == "event" else threading.Event())
-    if wake == "poll":
-        worker.QueueListener.available = staticmethod(lambda: False)  # no listener, as before it existed
+    loop = worker.Worker(worker_id="bench-pickup", wake=None if wake == "event" else threading.Event(),
+                         listen=wake != "poll")
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     if wake == "notify":

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from predictor.ml.partitions import Partitioning  # noqa: E402
 from predictor.ml.retrieval import (BackgroundCollection, SearchSettings, bytes_per_image, refine,  # noqa: E402
                                     unit_vectors, write_background)
 
@@ -53,10 +54,9 @@ def mp16_cells() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(photos per cell, mean latitude, mean longitude) of MP-16's fine partitioning, in class order."""
     if not FINE_CELLS.is_file():
         sys.exit(f"{FINE_CELLS} is missing (../shared beside the repository); use --cell-sizes lognormal")
-    table = np.genfromtxt(FINE_CELLS, delimiter=",", skip_header=3, usecols=(0, 2, 3, 4))
-    table = table[np.argsort(table[:, 0])]
-    assert table.shape[0] == CELLS, table.shape
-    return table[:, 1], table[:, 2], table[:, 3]
+    fine = Partitioning.from_csv(FINE_CELLS)
+    assert len(fine) == CELLS, len(fine)
+    return fine.counts, fine.lat, fine.lon
 
 
 def synthetic(n: int, rng: np.random.Generator, cell_sizes: str):

@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -374,12 +375,13 @@ def main() -> int:
 
             print(f"\n== open loop, HTTP: {args.http}, think {args.think:g} s, {args.seconds:g} s per level, load "
                   f"average before {os.getloadavg()[0]:.1f} ==", flush=True)
-            ports = [int(url.rsplit(":", 1)[1]) for url in http]
+            ports = [urllib.parse.urlsplit(url).port for url in http]
             # Unreported warm-up, so that no level pays for cold processes, threads and pooled connections.
-            asyncio.run(open_loop_level(ports, 50, args.think, 10, 5, seed=99))
+            rounds = 5  # GEOWEB_GAME_ROUNDS's default, which the web processes run with
+            asyncio.run(open_loop_level(ports, 50, args.think, 10, rounds, seed=99))
             report["open_loop_served"] = run_open_loop(
-                ports, SimpleNamespace(players=args.open_loop, think=args.think, seconds=args.seconds, rounds=5,
-                                p99_ms=args.p99_ms, keep_going=args.keep_going))
+                ports, SimpleNamespace(players=args.open_loop, think=args.think, seconds=args.seconds, rounds=rounds,
+                                       p99_ms=args.p99_ms, keep_going=args.keep_going))
     finally:
         for process in processes:
             process.stop(timeout_s=30)

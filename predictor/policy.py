@@ -50,8 +50,8 @@ def non_localizable(*, refined) -> tuple[str | None, str]:
     if refined is None or refined.localizable or settings.UPLOAD_NON_LOCALIZABLE == "answer":
         return None, ""
     limit = WITHHELD if settings.UPLOAD_NON_LOCALIZABLE == "withhold" else settings.UPLOAD_NON_LOCALIZABLE
-    return limit, (f"the model judges this photo not localizable (its neighbours agree "
-                                              f"too little: prediction density {100 * refined.score:.0f}%)")
+    return limit, (f"the model judges this photo not localizable (its neighbours agree too little: prediction "
+                   f"density {100 * refined.score:.0f}%)")
 
 
 def limit_sentence(level: str, reasons: list[str]) -> str:

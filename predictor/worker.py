@@ -130,7 +130,7 @@ class QueueListener:
 
 class Worker:
     def __init__(self, *, worker_id: str, batch: int | None = None, poll_s: float | None = None,
-                 wake: threading.Event | None = None):
+                 wake: threading.Event | None = None, listen: bool = True):
         self.worker_id = worker_id
         self.batch = batch or settings.WORKER_BATCH
         self.poll_s = settings.WORKER_POLL_S if poll_s is None else poll_s
@@ -138,6 +138,7 @@ class Worker:
         self.stopping = threading.Event()
         self.timeout_s = settings.WORKER_HEARTBEAT_TIMEOUT_S
         self.takes_analyses = True  # off for a command line that runs only its own job (run_job_here)
+        self.listen = listen  # on PostgreSQL, also wake on NOTIFY (QueueListener); off only to measure polling
         self.listener: QueueListener | None = None  # while run_forever runs on PostgreSQL
 
     @property
@@ -174,7 +175,7 @@ class Worker:
 
     def run_forever(self) -> None:
         logger.info("worker %s started (batch %d)", self.worker_id, self.batch)
-        if QueueListener.available():
+        if self.listen and QueueListener.available():
             self.listener = QueueListener(self.wake)
             with self.listener:
                 self._loop()
